@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need, offline-safe and idempotent:
+# the wasm32 target, worker-build and wasm-bindgen-cli (pinned; the CLI must match
+# the wasm-bindgen version in Cargo.lock exactly), wrangler from npm (its esbuild is
+# what worker-build bundles with), and a Python venv with academy-py 1.0.0.
+# Nothing is downloaded from outside the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORKER_BUILD_VERSION=0.8.7
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "adding rust target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+installed_version() { # crate binary -> version string or empty
+  "$2" --version 2>/dev/null | awk '{ print $2 }' || true
+}
+
+if [ "$(installed_version worker-build worker-build)" != "$WORKER_BUILD_VERSION" ]; then
+  log "installing worker-build $WORKER_BUILD_VERSION"
+  cargo install --locked --quiet worker-build --version "$WORKER_BUILD_VERSION"
+fi
+if [ "$(installed_version wasm-bindgen-cli wasm-bindgen)" != "$WASM_BINDGEN_VERSION" ]; then
+  log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+  # Not --locked: its lockfile pins a webpki-roots release the registry no longer serves.
+  cargo install --quiet wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+
+if [ ! -x node_modules/.bin/wrangler ] || ! cmp -s package-lock.json node_modules/.package-lock.json; then
+  log "installing npm packages (wrangler)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt .venv/requirements.txt; then
+  log "creating the Python venv for the client tests"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt .venv/requirements.txt
+fi

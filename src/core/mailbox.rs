@@ -1,0 +1,629 @@
+//! One mailbox's state machine: create, terminate (gravestone), deliver, take and
+//! acknowledge, heartbeats, shares and stats — the rules of upstream's
+//! `MailboxBackend`, over a [`MailboxStore`].
+//!
+//! Taking a message *leases* it; it leaves the store only when acknowledged. A
+//! listen stream acknowledges a message once the runtime asks for the next chunk
+//! (the previous one has been handed to the network) and releases what it still
+//! holds if the client goes away, so a broken stream loses nothing.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::permission::{may_access, may_manage_shares, may_share_with, Identity};
+use super::stats::Stats;
+use crate::protocol::entity::EntityId;
+use crate::protocol::error::ExchangeError;
+use crate::protocol::message::{terminated_reply, IncomingMessage, MessageHeader, MessageKind};
+use crate::store::{MailboxRecord, MailboxStore, QueuedMessage};
+
+type Result<T> = std::result::Result<T, ExchangeError>;
+
+/// `GET /mailbox`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MailboxStatus {
+    Missing,
+    Active,
+    Terminated,
+}
+
+/// What discovery must learn about an active agent mailbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub id: EntityId,
+    pub owner: String,
+    pub agent_mro: Vec<String>,
+}
+
+/// The follow-up work of a termination, done by the caller (the Worker) because it
+/// reaches other objects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Termination {
+    /// Error replies for requests that will never be answered, by requester.
+    pub replies: Vec<(EntityId, String)>,
+    /// The agent to remove from discovery, if this was an active agent.
+    pub unregister: Option<Registration>,
+}
+
+/// Messages taken by open streams and not yet acknowledged. Held in memory by the
+/// object: if it is evicted, its leases vanish and the messages are delivered again.
+#[derive(Debug, Default)]
+pub struct Leases(BTreeSet<u64>);
+
+impl Leases {
+    pub fn release(&mut self, seq: u64) {
+        self.0.remove(&seq);
+    }
+}
+
+pub struct Mailbox<S> {
+    store: S,
+}
+
+impl<S: MailboxStore> Mailbox<S> {
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+
+    /// Creates the mailbox if it does not exist. Idempotent; a gravestone stays a
+    /// gravestone. Returns the discovery registration of an active agent (also on
+    /// repeats, so a create retried after a partial failure completes it).
+    pub fn create(
+        &mut self,
+        caller: &Identity,
+        id: &EntityId,
+        agent_mro: Option<Vec<String>>,
+        now: f64,
+    ) -> Result<Option<Registration>> {
+        let record = match self.store.load()? {
+            Some(record) => {
+                self.check_access(caller, &record)?;
+                record
+            }
+            None => {
+                let record = MailboxRecord {
+                    id: id.clone(),
+                    owner: caller.client_id.clone(),
+                    agent_mro: agent_mro
+                        .filter(|_| id.role == crate::protocol::entity::Role::Agent),
+                    created_at: now,
+                    terminated_at: None,
+                    heartbeat_at: None,
+                    completed: 0,
+                    outgoing: 0,
+                };
+                self.store.save(&record)?;
+                record
+            }
+        };
+        Ok(registration(&record).filter(|_| record.terminated_at.is_none()))
+    }
+
+    /// Missing needs no permission (as upstream); otherwise the caller needs access.
+    pub fn status(&self, caller: &Identity) -> Result<MailboxStatus> {
+        let Some(record) = self.store.load()? else {
+            return Ok(MailboxStatus::Missing);
+        };
+        self.check_access(caller, &record)?;
+        Ok(if record.terminated_at.is_some() {
+            MailboxStatus::Terminated
+        } else {
+            MailboxStatus::Active
+        })
+    }
+
+    /// Marks the gravestone, drops the queue and answers every request in flight.
+    /// Idempotent, and a no-op for unknown mailboxes.
+    pub fn terminate(&mut self, caller: &Identity, now: f64) -> Result<Termination> {
+        let Some(mut record) = self.store.load()? else {
+            return Ok(Termination::default());
+        };
+        self.check_access(caller, &record)?;
+        if record.terminated_at.is_some() {
+            return Ok(Termination::default());
+        }
+        record.terminated_at = Some(now);
+        self.store.save(&record)?;
+        self.store.clear_queue()?;
+        let replies = self
+            .store
+            .take_in_flight()?
+            .iter()
+            .map(|request| (request.src.clone(), terminated_reply(request)))
+            .collect();
+        Ok(Termination {
+            replies,
+            unregister: registration(&record),
+        })
+    }
+
+    /// Queues a message sent to this mailbox. `caller` is `None` for replies the
+    /// exchange itself writes (they need no permission). Requests are remembered as
+    /// in flight until answered.
+    pub fn deliver(
+        &mut self,
+        caller: Option<&Identity>,
+        message: &IncomingMessage,
+        now: f64,
+    ) -> Result<u64> {
+        let record = self.store.load()?.ok_or(ExchangeError::UnknownMailbox)?;
+        if let Some(caller) = caller {
+            self.check_access(caller, &record)?;
+        }
+        if record.terminated_at.is_some() {
+            return Err(ExchangeError::Terminated);
+        }
+        let seq = self.store.push(&message.text, now)?;
+        if message.header.kind == MessageKind::Request {
+            self.store.add_in_flight(&message.header)?;
+        }
+        Ok(seq)
+    }
+
+    /// Bookkeeping at the *sender's* mailbox once a message is queued at its
+    /// destination: a request counts as outgoing; a response completes the request
+    /// it answers. Silently nothing if the sender has no mailbox here.
+    pub fn note_sent(&mut self, header: &MessageHeader) -> Result<()> {
+        let Some(mut record) = self.store.load()? else {
+            return Ok(());
+        };
+        match header.kind {
+            MessageKind::Request => record.outgoing += 1,
+            MessageKind::Response => {
+                if !self.store.complete_in_flight(header.tag)? {
+                    return Ok(());
+                }
+                record.completed += 1;
+            }
+        }
+        Ok(self.store.save(&record)?)
+    }
+
+    /// Fails unless the mailbox exists, is active and the caller may read it: the
+    /// check a listen stream makes before it opens.
+    pub fn ensure_active(&self, caller: &Identity) -> Result<()> {
+        self.active_record(caller).map(|_| ())
+    }
+
+    /// Leases the oldest message not leased already; `None` if there is none.
+    pub fn take(
+        &mut self,
+        caller: &Identity,
+        leases: &mut Leases,
+    ) -> Result<Option<QueuedMessage>> {
+        self.active_record(caller)?;
+        let candidates = self.store.oldest(leases.0.len() + 1)?;
+        let next = candidates
+            .into_iter()
+            .find(|message| !leases.0.contains(&message.seq));
+        if let Some(message) = &next {
+            leases.0.insert(message.seq);
+        }
+        Ok(next)
+    }
+
+    /// Removes a delivered message for good.
+    pub fn acknowledge(&mut self, seq: u64, leases: &mut Leases) -> Result<()> {
+        leases.release(seq);
+        Ok(self.store.remove(seq)?)
+    }
+
+    /// Take and acknowledge at once: a `GET /message` answer is one response.
+    pub fn receive(
+        &mut self,
+        caller: &Identity,
+        leases: &mut Leases,
+    ) -> Result<Option<QueuedMessage>> {
+        let taken = self.take(caller, leases)?;
+        if let Some(message) = &taken {
+            self.acknowledge(message.seq, leases)?;
+        }
+        Ok(taken)
+    }
+
+    pub fn heartbeat(&mut self, caller: &Identity, now: f64) -> Result<()> {
+        let mut record = self.active_record(caller)?;
+        record.heartbeat_at = Some(now);
+        Ok(self.store.save(&record)?)
+    }
+
+    /// Seconds since the last heartbeat, `None` if there was none.
+    pub fn heartbeat_age(&self, caller: &Identity, now: f64) -> Result<Option<f64>> {
+        let record = self.active_record(caller)?;
+        Ok(record.heartbeat_at.map(|stamp| (now - stamp).max(0.0)))
+    }
+
+    pub fn stats(&self, caller: &Identity) -> Result<Stats> {
+        let record = self.load(caller)?;
+        Ok(Stats::compute(
+            self.store.queued()?,
+            self.store.in_flight()?,
+            record.completed,
+            record.outgoing,
+        ))
+    }
+
+    pub fn share(&mut self, caller: &Identity, group_id: &str) -> Result<()> {
+        let record = self.owned_record(caller)?;
+        if !may_share_with(caller, &record.owner, group_id) {
+            return Err(ExchangeError::Forbidden);
+        }
+        Ok(self.store.add_share(group_id)?)
+    }
+
+    pub fn shares(&self, caller: &Identity) -> Result<Vec<String>> {
+        self.owned_record(caller)?;
+        Ok(self.store.shares()?)
+    }
+
+    /// Removing a group the mailbox is not shared with is a no-op.
+    pub fn unshare(&mut self, caller: &Identity, group_id: &str) -> Result<()> {
+        self.owned_record(caller)?;
+        Ok(self.store.remove_share(group_id)?)
+    }
+
+    fn check_access(&self, caller: &Identity, record: &MailboxRecord) -> Result<()> {
+        if may_access(caller, &record.owner, &self.store.shares()?) {
+            Ok(())
+        } else {
+            Err(ExchangeError::Forbidden)
+        }
+    }
+
+    /// Exists (404) and the caller may access it (403).
+    fn load(&self, caller: &Identity) -> Result<MailboxRecord> {
+        let record = self.store.load()?.ok_or(ExchangeError::UnknownMailbox)?;
+        self.check_access(caller, &record)?;
+        Ok(record)
+    }
+
+    /// As [`Self::load`], and not terminated (419).
+    fn active_record(&self, caller: &Identity) -> Result<MailboxRecord> {
+        let record = self.load(caller)?;
+        match record.terminated_at {
+            Some(_) => Err(ExchangeError::Terminated),
+            None => Ok(record),
+        }
+    }
+
+    /// Share management, checked in upstream's order: 404, 419, then owner-only 403.
+    fn owned_record(&self, caller: &Identity) -> Result<MailboxRecord> {
+        let record = self.store.load()?.ok_or(ExchangeError::UnknownMailbox)?;
+        if record.terminated_at.is_some() {
+            return Err(ExchangeError::Terminated);
+        }
+        if !may_manage_shares(caller, &record.owner) {
+            return Err(ExchangeError::Forbidden);
+        }
+        Ok(record)
+    }
+}
+
+fn registration(record: &MailboxRecord) -> Option<Registration> {
+    record.agent_mro.as_ref().map(|mro| Registration {
+        id: record.id.clone(),
+        owner: record.owner.clone(),
+        agent_mro: mro.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::entity::Role;
+    use crate::protocol::message::tests::{entity, message_text};
+    use crate::store::memory::MemoryMailbox;
+    use uuid::Uuid;
+
+    fn alice() -> Identity {
+        Identity {
+            client_id: "alice".into(),
+            groups: vec!["team".into()],
+        }
+    }
+
+    fn bob() -> Identity {
+        Identity {
+            client_id: "bob".into(),
+            groups: vec!["team".into()],
+        }
+    }
+
+    fn created(id: &EntityId, owner: &Identity) -> Mailbox<MemoryMailbox> {
+        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        mailbox.create(owner, id, None, 0.0).unwrap();
+        mailbox
+    }
+
+    fn message(src: &EntityId, dest: &EntityId, kind: &str, tag: Uuid) -> IncomingMessage {
+        IncomingMessage::parse(message_text(src, dest, kind, tag)).unwrap()
+    }
+
+    #[test]
+    fn a_new_mailbox_is_missing_then_active() {
+        let id = entity(Role::User);
+        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        assert_eq!(mailbox.status(&alice()), Ok(MailboxStatus::Missing));
+        mailbox.create(&alice(), &id, None, 1.0).unwrap();
+        assert_eq!(mailbox.status(&alice()), Ok(MailboxStatus::Active));
+    }
+
+    #[test]
+    fn creating_an_agent_returns_its_registration_and_repeats_are_idempotent() {
+        let id = entity(Role::Agent);
+        let mro = vec!["m.B".to_owned(), "m.A".to_owned()];
+        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        let first = mailbox
+            .create(&alice(), &id, Some(mro.clone()), 1.0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.agent_mro, mro);
+        assert_eq!(first.owner, "alice");
+        // A repeat (even with another MRO) keeps the first record.
+        let again = mailbox
+            .create(&alice(), &id, Some(vec!["x.Y".into()]), 2.0)
+            .unwrap();
+        assert_eq!(again, Some(first));
+    }
+
+    #[test]
+    fn users_are_never_registered_for_discovery() {
+        let id = entity(Role::User);
+        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        assert_eq!(
+            mailbox.create(&alice(), &id, Some(vec!["m.A".into()]), 1.0),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_terminated_mailbox_is_a_gravestone_that_create_does_not_revive() {
+        let id = entity(Role::Agent);
+        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        mailbox
+            .create(&alice(), &id, Some(vec!["m.A".into()]), 1.0)
+            .unwrap();
+        let termination = mailbox.terminate(&alice(), 2.0).unwrap();
+        assert_eq!(termination.unregister.unwrap().id, id);
+        assert_eq!(
+            mailbox.create(&alice(), &id, Some(vec!["m.A".into()]), 3.0),
+            Ok(None)
+        );
+        assert_eq!(mailbox.status(&alice()), Ok(MailboxStatus::Terminated));
+    }
+
+    #[test]
+    fn terminate_is_idempotent_and_a_no_op_for_unknown_mailboxes() {
+        let mut unknown = Mailbox::new(MemoryMailbox::default());
+        assert_eq!(unknown.terminate(&alice(), 1.0), Ok(Termination::default()));
+        assert_eq!(unknown.status(&alice()), Ok(MailboxStatus::Missing));
+        let mut mailbox = created(&entity(Role::User), &alice());
+        mailbox.terminate(&alice(), 1.0).unwrap();
+        assert_eq!(mailbox.terminate(&alice(), 2.0), Ok(Termination::default()));
+    }
+
+    #[test]
+    fn messages_come_out_in_the_order_they_went_in_byte_for_byte() {
+        let (src, dest) = (entity(Role::User), entity(Role::Agent));
+        let mut mailbox = created(&dest, &alice());
+        let sent: Vec<IncomingMessage> = (0..5)
+            .map(|_| message(&src, &dest, "response", Uuid::new_v4()))
+            .collect();
+        for item in &sent {
+            mailbox.deliver(Some(&alice()), item, 1.0).unwrap();
+        }
+        let mut leases = Leases::default();
+        for item in &sent {
+            let got = mailbox.receive(&alice(), &mut leases).unwrap().unwrap();
+            assert_eq!(got.text, item.text);
+        }
+        assert_eq!(mailbox.receive(&alice(), &mut leases), Ok(None));
+    }
+
+    #[test]
+    fn sequence_numbers_increase_and_are_not_reused_after_the_queue_empties() {
+        let (src, dest) = (entity(Role::User), entity(Role::User));
+        let mut mailbox = created(&dest, &alice());
+        let mut leases = Leases::default();
+        let first = mailbox
+            .deliver(None, &message(&src, &dest, "response", Uuid::new_v4()), 1.0)
+            .unwrap();
+        mailbox.receive(&alice(), &mut leases).unwrap();
+        let second = mailbox
+            .deliver(None, &message(&src, &dest, "response", Uuid::new_v4()), 1.0)
+            .unwrap();
+        assert!(second > first);
+    }
+
+    #[test]
+    fn a_leased_message_is_skipped_by_other_takers_and_returns_when_released() {
+        let (src, dest) = (entity(Role::User), entity(Role::User));
+        let mut mailbox = created(&dest, &alice());
+        let one = message(&src, &dest, "response", Uuid::new_v4());
+        let two = message(&src, &dest, "response", Uuid::new_v4());
+        mailbox.deliver(None, &one, 1.0).unwrap();
+        mailbox.deliver(None, &two, 1.0).unwrap();
+        let mut leases = Leases::default();
+        let first = mailbox.take(&alice(), &mut leases).unwrap().unwrap();
+        assert_eq!(first.text, one.text);
+        let second = mailbox.take(&alice(), &mut leases).unwrap().unwrap();
+        assert_eq!(second.text, two.text);
+        assert_eq!(mailbox.take(&alice(), &mut leases), Ok(None));
+        // The first stream broke before its message was acknowledged: it comes back.
+        leases.release(first.seq);
+        mailbox.acknowledge(second.seq, &mut leases).unwrap();
+        assert_eq!(
+            mailbox.take(&alice(), &mut leases).unwrap().unwrap().text,
+            one.text
+        );
+    }
+
+    #[test]
+    fn delivery_needs_an_active_mailbox_the_caller_may_access() {
+        let (src, dest) = (entity(Role::User), entity(Role::Agent));
+        let item = message(&src, &dest, "request", Uuid::new_v4());
+        let mut unknown = Mailbox::new(MemoryMailbox::default());
+        assert_eq!(
+            unknown.deliver(Some(&alice()), &item, 1.0),
+            Err(ExchangeError::UnknownMailbox)
+        );
+        let mut mailbox = created(&dest, &alice());
+        assert_eq!(
+            mailbox.deliver(Some(&bob()), &item, 1.0),
+            Err(ExchangeError::Forbidden)
+        );
+        mailbox.terminate(&alice(), 2.0).unwrap();
+        assert_eq!(
+            mailbox.deliver(Some(&alice()), &item, 3.0),
+            Err(ExchangeError::Terminated)
+        );
+    }
+
+    #[test]
+    fn taking_from_unknown_terminated_or_foreign_mailboxes_fails() {
+        let id = entity(Role::User);
+        let mut leases = Leases::default();
+        let mut unknown = Mailbox::new(MemoryMailbox::default());
+        assert_eq!(
+            unknown.take(&alice(), &mut leases),
+            Err(ExchangeError::UnknownMailbox)
+        );
+        let mut mailbox = created(&id, &alice());
+        assert_eq!(
+            mailbox.take(&bob(), &mut leases),
+            Err(ExchangeError::Forbidden)
+        );
+        mailbox.terminate(&alice(), 1.0).unwrap();
+        assert_eq!(
+            mailbox.take(&alice(), &mut leases),
+            Err(ExchangeError::Terminated)
+        );
+    }
+
+    #[test]
+    fn terminate_drops_the_queue_and_answers_every_request_in_flight() {
+        let (requester, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut mailbox = created(&agent, &alice());
+        let tags = [Uuid::new_v4(), Uuid::new_v4()];
+        for tag in tags {
+            mailbox
+                .deliver(
+                    Some(&alice()),
+                    &message(&requester, &agent, "request", tag),
+                    1.0,
+                )
+                .unwrap();
+        }
+        // A response queued here is not a request in flight and gets no reply.
+        mailbox
+            .deliver(
+                Some(&alice()),
+                &message(&requester, &agent, "response", Uuid::new_v4()),
+                1.0,
+            )
+            .unwrap();
+        let termination = mailbox.terminate(&alice(), 2.0).unwrap();
+        assert_eq!(termination.replies.len(), 2);
+        for ((to, text), tag) in termination.replies.iter().zip(tags) {
+            assert_eq!(to, &requester);
+            let reply = IncomingMessage::parse(text.clone()).unwrap();
+            assert_eq!(reply.header.tag, tag);
+            assert_eq!(reply.header.src, agent);
+            assert_eq!(reply.header.kind, MessageKind::Response);
+        }
+        assert_eq!(mailbox.stats(&alice()).unwrap().queued, 0);
+    }
+
+    #[test]
+    fn stats_follow_a_request_from_queued_to_in_progress_to_completed() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = created(&user, &alice());
+        let mut receiver = created(&agent, &alice());
+        let mut leases = Leases::default();
+        let tags = [Uuid::new_v4(), Uuid::new_v4()];
+        for tag in tags {
+            let request = message(&user, &agent, "request", tag);
+            receiver.deliver(Some(&alice()), &request, 1.0).unwrap();
+            sender.note_sent(&request.header).unwrap();
+        }
+        let stats = receiver.stats(&alice()).unwrap();
+        assert_eq!((stats.queued, stats.incoming, stats.in_progress), (2, 2, 0));
+        receiver.receive(&alice(), &mut leases).unwrap();
+        let stats = receiver.stats(&alice()).unwrap();
+        assert_eq!((stats.queued, stats.in_progress), (1, 1));
+        // The agent answers the first request: its mailbox completes it.
+        let response = message(&agent, &user, "response", tags[0]);
+        sender.deliver(Some(&alice()), &response, 2.0).unwrap();
+        receiver.note_sent(&response.header).unwrap();
+        let stats = receiver.stats(&alice()).unwrap();
+        assert_eq!(
+            (stats.completed, stats.incoming, stats.in_progress),
+            (1, 2, 0)
+        );
+        assert_eq!(sender.stats(&alice()).unwrap().outgoing, 2);
+        // A response to an unknown request completes nothing.
+        receiver
+            .note_sent(&message(&agent, &user, "response", Uuid::new_v4()).header)
+            .unwrap();
+        assert_eq!(receiver.stats(&alice()).unwrap().completed, 1);
+    }
+
+    #[test]
+    fn heartbeats_report_seconds_since_the_last_stamp() {
+        let mut mailbox = created(&entity(Role::Agent), &alice());
+        assert_eq!(mailbox.heartbeat_age(&alice(), 5.0), Ok(None));
+        mailbox.heartbeat(&alice(), 10.0).unwrap();
+        assert_eq!(mailbox.heartbeat_age(&alice(), 12.5), Ok(Some(2.5)));
+        mailbox.terminate(&alice(), 13.0).unwrap();
+        assert_eq!(
+            mailbox.heartbeat_age(&alice(), 14.0),
+            Err(ExchangeError::Terminated)
+        );
+        let unknown = Mailbox::new(MemoryMailbox::default());
+        assert_eq!(
+            unknown.heartbeat_age(&alice(), 1.0),
+            Err(ExchangeError::UnknownMailbox)
+        );
+    }
+
+    #[test]
+    fn sharing_grants_access_to_group_members_until_unshared() {
+        let id = entity(Role::Agent);
+        let mut mailbox = created(&id, &alice());
+        let mut leases = Leases::default();
+        let carol = Identity {
+            client_id: "carol".into(),
+            groups: vec!["team".into()],
+        };
+        assert_eq!(mailbox.status(&carol), Err(ExchangeError::Forbidden));
+        mailbox.share(&alice(), "team").unwrap();
+        assert_eq!(mailbox.shares(&alice()), Ok(vec!["team".to_owned()]));
+        assert_eq!(mailbox.status(&carol), Ok(MailboxStatus::Active));
+        assert_eq!(mailbox.take(&carol, &mut leases), Ok(None));
+        mailbox.unshare(&alice(), "team").unwrap();
+        assert_eq!(mailbox.status(&carol), Err(ExchangeError::Forbidden));
+    }
+
+    #[test]
+    fn only_the_owner_shares_and_only_with_its_own_groups() {
+        let mut mailbox = created(&entity(Role::Agent), &alice());
+        assert_eq!(
+            mailbox.share(&alice(), "other"),
+            Err(ExchangeError::Forbidden)
+        );
+        assert_eq!(mailbox.share(&bob(), "team"), Err(ExchangeError::Forbidden));
+        assert_eq!(mailbox.shares(&bob()), Err(ExchangeError::Forbidden));
+        assert_eq!(
+            mailbox.unshare(&bob(), "team"),
+            Err(ExchangeError::Forbidden)
+        );
+        assert_eq!(mailbox.unshare(&alice(), "never-shared"), Ok(()));
+        mailbox.terminate(&alice(), 1.0).unwrap();
+        assert_eq!(
+            mailbox.share(&alice(), "team"),
+            Err(ExchangeError::Terminated)
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The public HTTP front. It parses and validates each request, then calls the
+//! object of the mailbox (or class directory) it names, and turns the outcome into
+//! the HTTP answer — every error through [`error_response`], the one mapping.
+//! Work that spans objects (a send's bookkeeping at the sender, terminate replies,
+//! discovery registration) is sequenced here, before the client gets its answer.
+
+use futures::future::join_all;
+use serde_json::json;
+use uuid::Uuid;
+use worker::{event, Context, Env, ObjectNamespace, Request, Response};
+
+use super::{call_object, internal, read_outcome};
+use crate::core::directory::entries_for;
+use crate::core::mailbox::{Registration, Termination};
+use crate::core::permission::Identity;
+use crate::protocol::config::Config;
+use crate::protocol::error::ExchangeError;
+use crate::protocol::request::{parse_command, Command, Route};
+use crate::rpc::{DirectoryCall, MailboxCall, Reply};
+
+#[event(fetch)]
+async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    match handle(&mut request, &env).await {
+        Ok(response) => Ok(response),
+        Err(error) => error_response(&error),
+    }
+}
+
+/// The one place an [`ExchangeError`] becomes HTTP. Server faults are logged with
+/// their cause; clients see only the public text.
+fn error_response(error: &ExchangeError) -> worker::Result<Response> {
+    match error {
+        ExchangeError::Internal { cause } => worker::console_error!("internal error: {cause}"),
+        ExchangeError::Configuration { reason } => {
+            worker::console_error!("configuration: {reason}")
+        }
+        _ => {}
+    }
+    Response::error(error.text(), error.status())
+}
+
+struct Objects {
+    mailboxes: ObjectNamespace,
+    directories: ObjectNamespace,
+}
+
+impl Objects {
+    async fn mailbox(&self, uid: Uuid, call: &MailboxCall) -> Result<Reply, ExchangeError> {
+        read_outcome(call_object(&self.mailboxes, &uid.to_string(), call).await?).await
+    }
+
+    async fn directory(&self, class: &str, call: &DirectoryCall) -> Result<Reply, ExchangeError> {
+        read_outcome(call_object(&self.directories, class, call).await?).await
+    }
+
+    /// Lists an agent under every class of its MRO, all before answering.
+    async fn register(&self, registration: &Registration) -> Result<(), ExchangeError> {
+        let calls = entries_for(registration)
+            .into_iter()
+            .map(|(class, entry)| async move {
+                self.directory(&class, &DirectoryCall::Register { entry })
+                    .await
+            });
+        join_all(calls)
+            .await
+            .into_iter()
+            .try_for_each(|reply| reply.map(drop))
+    }
+
+    /// Delivers the terminate replies and removes the agent from discovery.
+    async fn finish_termination(&self, termination: Termination) -> Result<(), ExchangeError> {
+        for (requester, reply) in termination.replies {
+            let call = MailboxCall::Deliver {
+                caller: None,
+                message: reply,
+            };
+            match self.mailbox(requester.uid, &call).await {
+                // A requester that is gone needs no reply (as upstream).
+                Ok(_) | Err(ExchangeError::Terminated | ExchangeError::UnknownMailbox) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some(registration) = termination.unregister {
+            let uid = registration.id.uid;
+            let calls = entries_for(&registration)
+                .into_iter()
+                .map(|(class, _)| async move {
+                    self.directory(&class, &DirectoryCall::Unregister { uid })
+                        .await
+                });
+            join_all(calls)
+                .await
+                .into_iter()
+                .try_for_each(|reply| reply.map(drop))?;
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(reply: Reply) -> ExchangeError {
+    ExchangeError::internal(format!("unexpected object reply {reply:?}"))
+}
+
+fn json_response(value: serde_json::Value) -> Result<Response, ExchangeError> {
+    Response::from_json(&value).map_err(internal("response"))
+}
+
+fn empty() -> Result<Response, ExchangeError> {
+    Response::empty().map_err(internal("response"))
+}
+
+async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeError> {
+    let config = Config::from_vars(|name| env.var(name).ok().map(|value| value.to_string()))
+        .map_err(|reason| ExchangeError::Configuration { reason })?;
+    let method = request.method().to_string();
+    let url = request.url().map_err(internal("url"))?;
+    let route = Route::resolve(&method, url.path())?;
+
+    let declared = request
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|length| length.parse::<u64>().ok());
+    if let Some(size) = declared.filter(|size| *size > config.body_size_limit()) {
+        return Err(ExchangeError::BodyTooLarge {
+            size,
+            limit: config.body_size_limit(),
+        });
+    }
+    let body = request
+        .bytes()
+        .await
+        .map_err(|error| ExchangeError::InvalidBody {
+            reason: error.to_string(),
+        })?;
+    let query: Vec<(String, String)> = if method == "GET" {
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let command = parse_command(route, &query, &body, &config)?;
+
+    // Authentication is not configured yet: every caller is the same anonymous client.
+    let caller = Identity::anonymous();
+    let objects = Objects {
+        mailboxes: env
+            .durable_object("MAILBOX")
+            .map_err(internal("MAILBOX binding"))?,
+        directories: env
+            .durable_object("DIRECTORY")
+            .map_err(internal("DIRECTORY binding"))?,
+    };
+
+    match command {
+        Command::CreateMailbox { mailbox, agent } => {
+            let call = MailboxCall::Create {
+                caller,
+                mailbox: mailbox.clone(),
+                agent,
+            };
+            match objects.mailbox(mailbox.uid, &call).await? {
+                Reply::Registered(Some(registration)) => objects.register(&registration).await?,
+                Reply::Registered(None) => {}
+                other => return Err(unexpected(other)),
+            }
+            empty()
+        }
+        Command::Terminate { mailbox } => match objects
+            .mailbox(mailbox.uid, &MailboxCall::Terminate { caller })
+            .await?
+        {
+            Reply::Terminated(termination) => {
+                objects.finish_termination(termination).await?;
+                empty()
+            }
+            other => Err(unexpected(other)),
+        },
+        Command::Status { mailbox } => match objects
+            .mailbox(mailbox.uid, &MailboxCall::Status { caller })
+            .await?
+        {
+            Reply::Status(status) => json_response(json!({ "status": status })),
+            other => Err(unexpected(other)),
+        },
+        Command::Send { message } => {
+            let header = message.header;
+            let deliver = MailboxCall::Deliver {
+                caller: Some(caller),
+                message: message.text,
+            };
+            objects.mailbox(header.dest.uid, &deliver).await?;
+            let src = header.src.uid;
+            objects
+                .mailbox(src, &MailboxCall::NoteSent { header })
+                .await?;
+            empty()
+        }
+        Command::Receive { mailbox, timeout_s } => {
+            match objects
+                .mailbox(mailbox.uid, &MailboxCall::Receive { caller, timeout_s })
+                .await?
+            {
+                Reply::Message(text) => json_response(json!({ "message": text })),
+                other => Err(unexpected(other)),
+            }
+        }
+        Command::Listen { mailbox, timeout_s } => {
+            let call = MailboxCall::Listen {
+                caller,
+                timeout_s,
+                keepalive_s: config.sse_keepalive_s,
+            };
+            let response = call_object(&objects.mailboxes, &mailbox.uid.to_string(), &call).await?;
+            let is_stream = response
+                .headers()
+                .get("content-type")
+                .ok()
+                .flatten()
+                .is_some_and(|kind| kind.starts_with("text/event-stream"));
+            if is_stream {
+                // Passed through unbuffered: the object's stream is the client's.
+                Ok(response)
+            } else {
+                Err(match read_outcome(response).await {
+                    Err(error) => error,
+                    Ok(reply) => unexpected(reply),
+                })
+            }
+        }
+        Command::Discover {
+            agent,
+            allow_subclasses,
+        } => {
+            match objects
+                .directory(
+                    &agent,
+                    &DirectoryCall::Discover {
+                        caller,
+                        allow_subclasses,
+                    },
+                )
+                .await?
+            {
+                Reply::Agents(uids) => {
+                    let joined: Vec<String> = uids.iter().map(Uuid::to_string).collect();
+                    json_response(json!({ "agent_ids": joined.join(",") }))
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        Command::Share { mailbox, group_id } => {
+            objects
+                .mailbox(mailbox.uid, &MailboxCall::Share { caller, group_id })
+                .await?;
+            empty()
+        }
+        Command::ListShares { mailbox } => match objects
+            .mailbox(mailbox.uid, &MailboxCall::ListShares { caller })
+            .await?
+        {
+            Reply::Shares(groups) => json_response(json!({ "group_ids": groups })),
+            other => Err(unexpected(other)),
+        },
+        Command::Unshare { mailbox, group_id } => {
+            objects
+                .mailbox(mailbox.uid, &MailboxCall::Unshare { caller, group_id })
+                .await?;
+            empty()
+        }
+        Command::Heartbeat { mailbox } => {
+            objects
+                .mailbox(mailbox.uid, &MailboxCall::Heartbeat { caller })
+                .await?;
+            empty()
+        }
+        Command::HeartbeatAge { mailbox } => {
+            match objects
+                .mailbox(mailbox.uid, &MailboxCall::HeartbeatAge { caller })
+                .await?
+            {
+                Reply::HeartbeatAge(age) => json_response(json!({ "heartbeat": age })),
+                other => Err(unexpected(other)),
+            }
+        }
+        Command::Stats { mailbox } => match objects
+            .mailbox(mailbox.uid, &MailboxCall::Stats { caller })
+            .await?
+        {
+            Reply::Stats(stats) => json_response(
+                serde_json::to_value(stats).map_err(|e| ExchangeError::internal(e.to_string()))?,
+            ),
+            other => Err(unexpected(other)),
+        },
+    }
+}

@@ -1,0 +1,54 @@
+//! The wasm shell: everything that touches `worker` types, the clock or the network.
+//! `fetch` is the public HTTP front; `mailbox_object` and `directory_object` are the
+//! Durable Objects; `sqlite` implements the core's store traits over their SQLite.
+
+mod directory_object;
+mod fetch;
+mod mailbox_object;
+mod sqlite;
+
+use worker::{Date, Method, ObjectNamespace, Request, RequestInit, Response};
+
+use crate::protocol::error::ExchangeError;
+use crate::rpc::Outcome;
+
+/// Seconds since the epoch: the `now` every core operation takes.
+fn now_s() -> f64 {
+    Date::now().as_millis() as f64 / 1000.0
+}
+
+/// Any runtime failure is an internal fault (never the client's).
+fn internal(context: &str) -> impl Fn(worker::Error) -> ExchangeError + '_ {
+    move |error| ExchangeError::internal(format!("{context}: {error}"))
+}
+
+/// Sends `call` (JSON) to the object `name` of `namespace`; returns its raw response.
+async fn call_object(
+    namespace: &ObjectNamespace,
+    name: &str,
+    call: &impl serde::Serialize,
+) -> Result<Response, ExchangeError> {
+    let body = serde_json::to_string(call).map_err(|e| ExchangeError::internal(e.to_string()))?;
+    let stub = namespace
+        .id_from_name(name)
+        .and_then(|id| id.get_stub())
+        .map_err(internal("object stub"))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let request =
+        Request::new_with_init("https://object/", &init).map_err(internal("object request"))?;
+    stub.fetch_with_request(request)
+        .await
+        .map_err(internal("object call"))
+}
+
+/// Reads an object's [`Outcome`] from its response.
+async fn read_outcome(mut response: Response) -> Outcome {
+    let text = response.text().await.map_err(internal("object reply"))?;
+    serde_json::from_str(&text).map_err(|e| ExchangeError::internal(format!("object reply: {e}")))
+}
+
+/// An object's answer to the Worker.
+fn outcome_response(outcome: &Outcome) -> worker::Result<Response> {
+    Response::from_json(outcome)
+}

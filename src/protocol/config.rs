@@ -1,0 +1,128 @@
+//! Exchange settings, read from the Worker's `[vars]`. Parsed on every request (it is
+//! a handful of string reads) so a bad deployment fails loudly and by name instead of
+//! silently running with defaults.
+
+/// Validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Longest a receive or listen may wait, and the default when none is given.
+    pub listen_timeout_s: f64,
+    /// Largest accepted message text, in bytes.
+    pub message_size_limit: u64,
+    /// Queued messages unread this long are dropped (stored now; enforced later).
+    pub message_expiry_s: u64,
+    /// Gravestones are kept this long (stored now; enforced later).
+    pub gravestone_expiry_s: u64,
+    /// Longest gap between bytes on an idle listen stream. Edges cut idle
+    /// connections after ~100 s; 15 s keeps every proxy we know of happy.
+    pub sse_keepalive_s: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen_timeout_s: 60.0,
+            message_size_limit: 512 * 1024,
+            message_expiry_s: 7 * 24 * 3600,
+            gravestone_expiry_s: 365 * 24 * 3600,
+            sse_keepalive_s: 15.0,
+        }
+    }
+}
+
+impl Config {
+    /// Reads settings through `var` (the Worker's `env.var`); absent means default.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let defaults = Self::default();
+        Ok(Self {
+            listen_timeout_s: seconds(&var, "LISTEN_TIMEOUT_S", defaults.listen_timeout_s)?,
+            message_size_limit: whole(
+                &var,
+                "MESSAGE_SIZE_LIMIT_KB",
+                defaults.message_size_limit / 1024,
+            )?
+            .checked_mul(1024)
+            .ok_or("MESSAGE_SIZE_LIMIT_KB is too large")?,
+            message_expiry_s: whole(&var, "MESSAGE_EXPIRY_S", defaults.message_expiry_s)?,
+            gravestone_expiry_s: whole(&var, "GRAVESTONE_EXPIRY_S", defaults.gravestone_expiry_s)?,
+            sse_keepalive_s: seconds(&var, "SSE_KEEPALIVE_S", defaults.sse_keepalive_s)?,
+        })
+    }
+
+    /// The largest request body that could carry a valid message: the message text
+    /// is embedded as a JSON string, and escaping can grow it up to six times
+    /// (`\u00XX` for each byte), plus room for the other fields.
+    pub fn body_size_limit(&self) -> u64 {
+        self.message_size_limit
+            .saturating_mul(6)
+            .saturating_add(64 * 1024)
+    }
+}
+
+fn seconds(var: &impl Fn(&str) -> Option<String>, name: &str, default: f64) -> Result<f64, String> {
+    let Some(text) = var(name) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!(
+            "{name} must be a number of seconds greater than 0, got {text:?}"
+        )),
+    }
+}
+
+fn whole(var: &impl Fn(&str) -> Option<String>, name: &str, default: u64) -> Result<u64, String> {
+    let Some(text) = var(name) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(value) if value > 0 => Ok(value),
+        _ => Err(format!(
+            "{name} must be a whole number greater than 0, got {text:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn absent_settings_take_upstream_defaults() {
+        let config = from(&[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen_timeout_s, 60.0);
+        assert_eq!(config.message_size_limit, 512 * 1024);
+    }
+
+    #[test]
+    fn settings_are_read_and_converted() {
+        let config = from(&[("LISTEN_TIMEOUT_S", "2.5"), ("MESSAGE_SIZE_LIMIT_KB", "1")]).unwrap();
+        assert_eq!(config.listen_timeout_s, 2.5);
+        assert_eq!(config.message_size_limit, 1024);
+    }
+
+    #[test]
+    fn invalid_settings_fail_naming_the_variable() {
+        for (name, value) in [
+            ("LISTEN_TIMEOUT_S", "soon"),
+            ("LISTEN_TIMEOUT_S", "0"),
+            ("LISTEN_TIMEOUT_S", "-1"),
+            ("MESSAGE_SIZE_LIMIT_KB", "1.5"),
+            ("MESSAGE_EXPIRY_S", ""),
+            ("SSE_KEEPALIVE_S", "inf"),
+        ] {
+            let error = from(&[(name, value)]).unwrap_err();
+            assert!(error.contains(name), "{error}");
+        }
+    }
+}

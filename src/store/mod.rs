@@ -1,0 +1,95 @@
+//! The storage ports the core runs on: small synchronous traits, because a Durable
+//! Object's SQLite calls are synchronous and run inside the object's input gate.
+//! `memory` implements them for native tests; `edge::sqlite` for the Worker.
+
+#[cfg(test)]
+pub mod memory;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::protocol::entity::EntityId;
+use crate::protocol::error::ExchangeError;
+use crate::protocol::message::MessageHeader;
+
+/// A storage failure, carried as text (it is logged, never shown to clients).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreError(pub String);
+
+impl From<StoreError> for ExchangeError {
+    fn from(error: StoreError) -> Self {
+        ExchangeError::internal(format!("storage: {}", error.0))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The one row that says what a mailbox is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailboxRecord {
+    pub id: EntityId,
+    /// Client id of the creator.
+    pub owner: String,
+    /// The agent's class MRO for discovery; `None` for users.
+    pub agent_mro: Option<Vec<String>>,
+    pub created_at: f64,
+    /// When terminated: the gravestone. Never cleared.
+    pub terminated_at: Option<f64>,
+    pub heartbeat_at: Option<f64>,
+    /// Requests this mailbox has answered.
+    pub completed: u64,
+    /// Requests this mailbox has sent.
+    pub outgoing: u64,
+}
+
+/// A queued message and its position in the mailbox's sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedMessage {
+    /// Strictly increasing per mailbox, never reused; the SSE event id.
+    pub seq: u64,
+    pub text: String,
+}
+
+/// Everything one mailbox keeps.
+pub trait MailboxStore {
+    fn load(&self) -> StoreResult<Option<MailboxRecord>>;
+    fn save(&mut self, record: &MailboxRecord) -> StoreResult<()>;
+
+    fn shares(&self) -> StoreResult<Vec<String>>;
+    fn add_share(&mut self, group_id: &str) -> StoreResult<()>;
+    fn remove_share(&mut self, group_id: &str) -> StoreResult<()>;
+
+    /// Appends a message; returns its sequence number.
+    fn push(&mut self, text: &str, now: f64) -> StoreResult<u64>;
+    /// The first `limit` queued messages, oldest first.
+    fn oldest(&self, limit: usize) -> StoreResult<Vec<QueuedMessage>>;
+    fn remove(&mut self, seq: u64) -> StoreResult<()>;
+    fn queued(&self) -> StoreResult<u64>;
+    fn clear_queue(&mut self) -> StoreResult<()>;
+
+    /// Records a request sent to this mailbox and not yet answered.
+    fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()>;
+    /// Forgets an in-flight request; `true` if it was there.
+    fn complete_in_flight(&mut self, tag: Uuid) -> StoreResult<bool>;
+    fn in_flight(&self) -> StoreResult<u64>;
+    /// Removes and returns every in-flight request.
+    fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>>;
+}
+
+/// An agent as listed in one class's directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    pub uid: Uuid,
+    pub owner: String,
+    /// The class is the agent's own (MRO[0]), not a base class.
+    pub exact: bool,
+}
+
+/// One class name's directory: the agents whose MRO contains it.
+pub trait DirectoryStore {
+    /// Adds the entry unless its uid is listed already (keeps registration order).
+    fn insert(&mut self, entry: &DirectoryEntry) -> StoreResult<()>;
+    fn remove(&mut self, uid: Uuid) -> StoreResult<()>;
+    /// Entries in registration order; only exact ones if `exact_only`.
+    fn list(&self, exact_only: bool) -> StoreResult<Vec<DirectoryEntry>>;
+}

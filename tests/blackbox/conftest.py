@@ -1,0 +1,87 @@
+"""Fixtures for the black-box suite.
+
+``EXCHANGE_TARGET=worker`` (default) runs against ``wrangler dev``;
+``EXCHANGE_TARGET=upstream`` runs against academy-py's own server, and tests
+marked ``worker_only`` are deselected (not skipped).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness import Api
+from harness import ExchangeProcess
+from harness import TARGET
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f'exchange target: {TARGET}'
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config,
+    items: list[pytest.Item],
+) -> None:
+    if TARGET != 'upstream' or os.environ.get('EXCHANGE_KEEP_WORKER_ONLY'):
+        # EXCHANGE_KEEP_WORKER_ONLY=1: run them anyway (to see upstream fail).
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker('worker_only') else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope='session')
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExchangeProcess]:
+    """One exchange process shared by the whole session."""
+    proc = ExchangeProcess(log_dir=tmp_path_factory.mktemp('exchange-log'))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.cleanup()
+
+
+@pytest.fixture
+def exchange_factory(
+    tmp_path: Any,
+) -> Iterator[Callable[..., ExchangeProcess]]:
+    """Start a private exchange process: ``exchange_factory(persist_dir=...,
+    vars={...}, start=True)``. Every process started here is stopped at
+    teardown, whatever the test did.
+    """
+    started: list[ExchangeProcess] = []
+
+    def make(
+        *,
+        persist_dir: str | os.PathLike[str] | None = None,
+        vars: dict[str, Any] | None = None,  # noqa: A002
+        start: bool = True,
+    ) -> ExchangeProcess:
+        proc = ExchangeProcess(
+            persist_dir=persist_dir,
+            vars=vars,
+            log_dir=tmp_path / f'log-{len(started)}',
+        )
+        started.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    try:
+        yield make
+    finally:
+        for proc in started:
+            proc.cleanup()
+
+
+@pytest.fixture
+def api(exchange: ExchangeProcess) -> Api:
+    return Api(exchange.url)

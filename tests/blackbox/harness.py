@@ -1,0 +1,583 @@
+"""Black-box harness: start an exchange process and talk raw HTTP to it.
+
+Two targets, chosen with the ``EXCHANGE_TARGET`` environment variable:
+
+* ``worker`` (default): the Rust Worker under ``wrangler dev`` (run from the
+  repository root, with ``EXCHANGE_SKIP_BUILD=1`` so it is not rebuilt).
+* ``upstream``: academy-py's own exchange server
+  (``python -m academy.exchange.cloud``) with the in-memory backend; the
+  reference the tests are validated against.
+
+Nothing here kills a process it did not start: every process is started in a
+new session and stopped through its own process group.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = os.environ.get('EXCHANGE_TARGET', 'worker').strip().lower() or 'worker'
+if TARGET not in ('worker', 'upstream'):
+    raise RuntimeError(
+        f'EXCHANGE_TARGET must be "worker" or "upstream", not {TARGET!r}',
+    )
+
+# Defaults both targets are started with (upstream: listen_timeout_s = 60,
+# message_size_limit_kb = 512).
+LISTEN_TIMEOUT_S = 60
+MESSAGE_SIZE_LIMIT = 512 * 1024
+
+# Bound on every plain HTTP call the tests make (long polls add their own wait).
+HTTP_TIMEOUT = 30
+READY_TIMEOUT_S = 60
+STOP_GRACE_S = 10
+
+_LIVE: set[ExchangeProcess] = set()
+
+
+def free_port() -> int:
+    """Pick a free TCP port on 127.0.0.1 (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, limit: int = 6000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:  # pragma: no cover - diagnostics only
+        return f'<no log: {e}>'
+    return data[-limit:].decode('utf-8', 'replace')
+
+
+class ExchangeProcess:
+    """One exchange server process on a free 127.0.0.1 port.
+
+    Args:
+        target: ``worker`` or ``upstream`` (default: ``EXCHANGE_TARGET``).
+        persist_dir: Worker only: the ``--persist-to`` directory, so a test
+            can stop the worker and start it again on the same storage.
+            A fresh temporary directory when omitted.
+        vars: Worker only: extra ``--var K:V`` settings (override the
+            defaults ``SSE_KEEPALIVE_S=1`` and ``LISTEN_TIMEOUT_S=60``).
+        log_dir: Where the output log goes (a temporary directory if None).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        persist_dir: str | os.PathLike[str] | None = None,
+        vars: dict[str, Any] | None = None,  # noqa: A002
+        log_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.target = target or TARGET
+        self._own_tmp = Path(tempfile.mkdtemp(prefix='exchange-bb-'))
+        self.log_dir = Path(log_dir) if log_dir else self._own_tmp
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.persist_dir = (
+            Path(persist_dir) if persist_dir else self._own_tmp / 'persist'
+        )
+        self.vars: dict[str, str] = {
+            'SSE_KEEPALIVE_S': '1',
+            'LISTEN_TIMEOUT_S': str(LISTEN_TIMEOUT_S),
+        }
+        for k, v in (vars or {}).items():
+            self.vars[k] = str(v)
+        self.port: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+        self._log_file: Any = None
+        self._starts = 0
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError('exchange process not started')
+        return f'http://127.0.0.1:{self.port}'
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        env = dict(os.environ)
+        if self.target == 'worker':
+            cmd = [
+                str(REPO / 'node_modules' / '.bin' / 'wrangler'),
+                'dev',
+                '--config',
+                'wrangler.toml',
+                '--ip',
+                '127.0.0.1',
+                '--port',
+                str(self.port),
+                '--persist-to',
+                str(self.persist_dir),
+            ]
+            for k, v in self.vars.items():
+                cmd += ['--var', f'{k}:{v}']
+            env.update(
+                {
+                    'EXCHANGE_SKIP_BUILD': '1',
+                    'CLOUDFLARE_CF_FETCH_ENABLED': 'false',
+                    'WRANGLER_SEND_METRICS': 'false',
+                    'WRANGLER_HIDE_BANNER': 'true',
+                    'CI': 'true',
+                    'NO_COLOR': '1',
+                },
+            )
+            return cmd, env, REPO
+        # upstream: academy's own aiohttp server, in-memory backend.
+        cfg = self._own_tmp / f'exchange-{self._starts}.toml'
+        cfg.write_text(
+            '\n'.join(
+                [
+                    'host = "127.0.0.1"',
+                    f'port = {self.port}',
+                    f'listen_timeout_s = {LISTEN_TIMEOUT_S}',
+                    '',
+                    '[backend]',
+                    'kind = "python"',
+                    f'message_size_limit_kb = {MESSAGE_SIZE_LIMIT // 1024}',
+                    '',
+                    '[logger]',
+                    'level = "WARNING"',
+                    '',
+                ],
+            ),
+        )
+        cmd = [sys.executable, '-m', 'academy.exchange.cloud', '--config', str(cfg)]
+        env['PYTHONUNBUFFERED'] = '1'
+        return cmd, env, self._own_tmp
+
+    def start(self) -> ExchangeProcess:
+        if self.proc is not None:
+            raise RuntimeError('already started')
+        self._starts += 1
+        self.port = free_port()
+        self.persist_dir.mkdir(parents=True, exist_ok=True)
+        cmd, env, cwd = self._command()
+        self.log_path = self.log_dir / f'{self.target}-{self.port}.log'
+        self._log_file = open(self.log_path, 'wb')  # noqa: SIM115
+        self._log_file.write(('$ ' + ' '.join(cmd) + '\n').encode())
+        self._log_file.flush()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _LIVE.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        probe = {'mailbox': new_id('user')}
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f'{self.target} exited early with code '
+                    f'{self.proc.returncode}; log tail:\n{self.log_tail()}',
+                )
+            try:
+                requests.get(f'{self.url}/mailbox', json=probe, timeout=5)
+                return  # any HTTP answer means the server is up
+            except requests.RequestException as e:
+                last_error = e
+            time.sleep(0.2)
+        raise RuntimeError(
+            f'{self.target} not ready within {READY_TIMEOUT_S}s on {self.url} '
+            f'(last error: {last_error}); log tail:\n{self.log_tail()}',
+        )
+
+    def log_tail(self, limit: int = 6000) -> str:
+        if self._log_file is not None:
+            self._log_file.flush()
+        return _tail(self.log_path, limit) if self.log_path else ''
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        pgid = proc.pid  # start_new_session=True: the group id is our pid
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        # Whatever is left of *our* group (wrangler spawns workerd) goes now.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+        self.proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        _LIVE.discard(self)
+
+    def cleanup(self) -> None:
+        """Stop, then remove the private temporary directory."""
+        self.stop()
+        shutil.rmtree(self._own_tmp, ignore_errors=True)
+
+    def __enter__(self) -> ExchangeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_leftovers() -> None:  # pragma: no cover - safety net
+    for p in list(_LIVE):
+        p.stop()
+
+
+# ---------------------------------------------------------------- identifiers
+
+
+def new_id(role: str = 'user', name: str | None = None) -> str:
+    """An entity id as the client sends it: a JSON *string*."""
+    return json.dumps({'uid': str(uuid.uuid4()), 'name': name, 'role': role})
+
+
+def uid_of(entity_id: str | dict[str, Any]) -> str:
+    if isinstance(entity_id, str):
+        entity_id = json.loads(entity_id)
+    return entity_id['uid']
+
+
+def make_message(
+    src: str,
+    dest: str,
+    *,
+    kind: str = 'request',
+    tag: str | None = None,
+    label: str | None = None,
+    body: str = '{"kind": "ping-request"}',
+    protocol_version: str = '1.1',
+) -> str:
+    """Hand-built message JSON text (deliberate spacing, body passed verbatim).
+
+    ``src``/``dest`` are entity-id JSON strings; ``body`` is raw JSON text.
+    academy-py 1.0.0 sends protocol_version "1.1" (PROTOCOL_VERSION).
+    """
+    tag = tag or str(uuid.uuid4())
+    label_text = 'null' if label is None else json.dumps(label)
+    return (
+        '{"header": {"src": ' + src + ', "dest": ' + dest
+        + ', "tag": "' + tag + '", "label": ' + label_text
+        + ', "kind": "' + kind + '", "protocol_version": "'
+        + protocol_version + '", "academy_version": "1.0.0"},  "body": '
+        + body + '}'
+    )
+
+
+def tag_of(message_text: str) -> str:
+    return json.loads(message_text)['header']['tag']
+
+
+# ----------------------------------------------------------------------- API
+
+
+class Api:
+    """One method per route; raw ``requests``; every call bounded."""
+
+    def __init__(self, url: str, timeout: float = HTTP_TIMEOUT) -> None:
+        self.url = url.rstrip('/')
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | tuple[float, float] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        return self.session.request(
+            method,
+            self.url + path,
+            timeout=self.timeout if timeout is None else timeout,
+            **kwargs,
+        )
+
+    # mailboxes
+    def create(self, mailbox: Any, agent: str | None = None) -> requests.Response:
+        body: dict[str, Any] = {'mailbox': mailbox}
+        if agent is not None:
+            body['agent'] = agent
+        return self.request('POST', '/mailbox', json=body)
+
+    def terminate(self, mailbox: Any) -> requests.Response:
+        return self.request('DELETE', '/mailbox', json={'mailbox': mailbox})
+
+    def status(self, mailbox: Any) -> requests.Response:
+        return self.request('GET', '/mailbox', json={'mailbox': mailbox})
+
+    def status_value(self, mailbox: Any) -> str:
+        r = self.status(mailbox)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()['status']
+
+    # messages
+    def send(self, message: str) -> requests.Response:
+        return self.request('PUT', '/message', json={'message': message})
+
+    def recv(
+        self,
+        mailbox: Any,
+        timeout: Any = None,
+        *,
+        http_timeout: float | None = None,
+    ) -> requests.Response:
+        body: dict[str, Any] = {'mailbox': mailbox}
+        if timeout is not None:
+            body['timeout'] = timeout
+        if http_timeout is None:
+            wait = timeout if isinstance(timeout, (int, float)) else 0
+            http_timeout = self.timeout + max(0, min(wait, 120))
+        return self.request('GET', '/message', json=body, timeout=http_timeout)
+
+    def recv_message(self, mailbox: Any, timeout: float = 5) -> str:
+        r = self.recv(mailbox, timeout)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()['message']
+
+    def listen(
+        self,
+        mailbox: Any,
+        timeout: Any = None,
+        *,
+        read_timeout: float = 10,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        body: dict[str, Any] = {'mailbox': mailbox}
+        if timeout is not None:
+            body['timeout'] = timeout
+        hdrs = {'Accept': 'text/event-stream', 'Cache-Control': 'no-cache'}
+        hdrs.update(headers or {})
+        return self.request(
+            'GET',
+            '/mailbox/listen',
+            json=body,
+            headers=hdrs,
+            stream=True,
+            timeout=(10, read_timeout),
+        )
+
+    # discovery
+    def discover(self, agent: str, allow_subclasses: bool) -> requests.Response:
+        return self.request(
+            'GET',
+            '/discover',
+            json={'agent': agent, 'allow_subclasses': allow_subclasses},
+        )
+
+    def discover_uids(self, agent: str, allow_subclasses: bool) -> list[str]:
+        r = self.discover(agent, allow_subclasses)
+        assert r.status_code == 200, (r.status_code, r.text)
+        ids = r.json()['agent_ids']
+        return [x for x in ids.split(',') if x]
+
+    # sharing
+    def share(self, mailbox: Any, group_id: str) -> requests.Response:
+        return self.request(
+            'POST',
+            '/mailbox/share',
+            json={'mailbox': mailbox, 'group_id': group_id},
+        )
+
+    def shares(self, mailbox: Any) -> requests.Response:
+        return self.request('GET', '/mailbox/share', json={'mailbox': mailbox})
+
+    def unshare(self, mailbox: Any, group_id: str) -> requests.Response:
+        return self.request(
+            'DELETE',
+            '/mailbox/share',
+            json={'mailbox': mailbox, 'group_id': group_id},
+        )
+
+    # heartbeat and stats
+    def heartbeat(self, mailbox: Any) -> requests.Response:
+        return self.request(
+            'POST',
+            '/mailbox/heartbeat',
+            json={'mailbox': mailbox},
+        )
+
+    def get_heartbeat(self, mailbox: Any) -> requests.Response:
+        return self.request(
+            'GET',
+            '/mailbox/heartbeat',
+            json={'mailbox': mailbox},
+        )
+
+    def stats(self, mailbox: Any) -> requests.Response:
+        return self.request('GET', '/mailbox/stats', json={'mailbox': mailbox})
+
+    def stats_value(self, mailbox: Any) -> dict[str, int]:
+        r = self.stats(mailbox)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()
+
+    # conveniences
+    def new_mailbox(
+        self,
+        role: str = 'user',
+        agent: str | None = None,
+        name: str | None = None,
+    ) -> str:
+        mid = new_id(role, name)
+        r = self.create(mid, agent)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return mid
+
+
+# ----------------------------------------------------------------------- SSE
+
+
+@dataclass
+class Event:
+    data: str
+    id: str | None = None  # noqa: A003
+    event: str | None = None
+    received_at: float = 0.0
+
+
+@dataclass
+class SSEStream:
+    """Incremental server-sent-events reader over a streamed ``requests``
+    response. Lines may end in CRLF, LF or CR (the SSE grammar); a CR at the
+    very end of a read is held until the next byte shows whether LF follows.
+    Comment lines, ``id:`` and ``retry:`` fields are recorded with times.
+    """
+
+    response: requests.Response
+    closed: bool = False
+    comments: list[tuple[float, str]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    retries: list[str] = field(default_factory=list)
+    first_bytes_at: float | None = None
+    raw: bytearray = field(default_factory=bytearray)
+    _buf: bytes = b''
+    _lines: collections.deque[str] = field(default_factory=collections.deque)
+
+    def _fill(self) -> None:
+        data = self.response.raw.read1(65536)
+        if not data:
+            self.closed = True
+            if self._buf:
+                # A final line without terminator (or a lone CR).
+                self._lines.append(
+                    self._buf.rstrip(b'\r').decode('utf-8', 'replace'),
+                )
+                self._buf = b''
+            return
+        if self.first_bytes_at is None:
+            self.first_bytes_at = time.monotonic()
+        self.raw += data
+        buf = self._buf + data
+        while True:
+            m = re.search(rb'\r\n|\r|\n', buf)
+            if m is None:
+                break
+            if m.group() == b'\r' and m.end() == len(buf):
+                break  # wait: the LF of a CRLF may be in the next read
+            self._lines.append(buf[: m.start()].decode('utf-8', 'replace'))
+            buf = buf[m.end():]
+        self._buf = buf
+
+    def next_line(self) -> str | None:
+        """Next line (without terminator); None once the stream has ended.
+
+        Raises ``requests``/``urllib3`` timeout errors when no byte arrives
+        within the response's read timeout.
+        """
+        while not self._lines:
+            if self.closed:
+                return None
+            self._fill()
+        return self._lines.popleft()
+
+    def next_event(self) -> Event | None:
+        """Next event carrying data; None once the stream has ended."""
+        data: list[str] = []
+        event_id: str | None = None
+        event_name: str | None = None
+        while True:
+            line = self.next_line()
+            if line is None:
+                return None
+            now = time.monotonic()
+            if line == '':
+                if data:
+                    return Event(
+                        data='\n'.join(data),
+                        id=event_id,
+                        event=event_name,
+                        received_at=now,
+                    )
+                event_id = event_name = None
+                continue
+            if line.startswith(':'):
+                self.comments.append((now, line[1:]))
+                continue
+            name, _, value = line.partition(':')
+            value = value[1:] if value.startswith(' ') else value
+            if name == 'data':
+                data.append(value)
+            elif name == 'id':
+                event_id = value
+                self.ids.append(value)
+            elif name == 'retry':
+                self.retries.append(value)
+            elif name == 'event':
+                event_name = value
+
+    def drain(self) -> list[Event]:
+        """Read until the stream ends; return the remaining data events."""
+        events = []
+        while True:
+            ev = self.next_event()
+            if ev is None:
+                return events
+            events.append(ev)
+
+    def close(self) -> None:
+        self.response.close()
