@@ -87,7 +87,7 @@ pub enum DirectoryCall {
 
 /// A successful answer from an object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "reply", content = "value", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     Done,
     Registered(Option<Registration>),

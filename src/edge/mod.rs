@@ -45,7 +45,10 @@ async fn call_object(
 /// Reads an object's [`Outcome`] from its response.
 async fn read_outcome(mut response: Response) -> Outcome {
     let text = response.text().await.map_err(internal("object reply"))?;
-    serde_json::from_str(&text).map_err(|e| ExchangeError::internal(format!("object reply: {e}")))
+    serde_json::from_str::<Outcome>(&text).map_err(|e| {
+        let start: String = text.chars().take(200).collect();
+        ExchangeError::internal(format!("object reply: {e} in {start:?}"))
+    })?
 }
 
 /// An object's answer to the Worker.

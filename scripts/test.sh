@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints (host and wasm32), the native unit tests of
+# the pure core, then the black-box suite against the real Worker in workerd
+# (wrangler dev, started per test session on free 127.0.0.1 ports), driven by raw
+# HTTP and by the real academy-py 1.0.0 client.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (host and wasm32)"
+cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --quiet -- -D warnings
+step "native unit tests (cargo test)"
+cargo test --quiet
+
+step "build the Worker once"
+start=$(date +%s)
+bash scripts/build.sh
+echo "built in $(( $(date +%s) - start ))s"
+
+step "black-box tests against the Worker in workerd (pytest)"
+export EXCHANGE_SKIP_BUILD=1
+.venv/bin/python -m pytest -c tests/pytest.ini "$@"
