@@ -31,6 +31,17 @@ class LoudEcho(Echo):
 
 
 class Sleeper(Agent):
+    """A slow action; remembers its event loop so a test can stop it."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def agent_on_startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    def stop_from_other_thread(self) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.agent_shutdown)
+
     @action
     async def sleep(self, seconds: float) -> str:
         await asyncio.sleep(seconds)

@@ -222,23 +222,21 @@ class ExchangeProcess:
         return _tail(self.log_path, limit) if self.log_path else ''
 
     def stop(self) -> None:
+        """SIGTERM our process group, wait up to 10 s, then SIGKILL the group.
+
+        The leader is left unreaped (a zombie) until the group is killed, so
+        its pid -- our group id -- cannot be reused by anyone else meanwhile.
+        """
         proc = self.proc
         if proc is None:
             return
         pgid = proc.pid  # start_new_session=True: the group id is our pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while not _exited_unreaped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         # Whatever is left of *our* group (wrangler spawns workerd) goes now.
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal_group(pgid, signal.SIGKILL)
         try:
             proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:  # pragma: no cover
@@ -259,6 +257,22 @@ class ExchangeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exited_unreaped(pid: int) -> bool:
+    """True once our child ``pid`` has exited (without reaping it)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True  # already reaped
+    return info is not None
 
 
 @atexit.register
@@ -525,6 +539,7 @@ class SSEStream:
 
     def next_line(self) -> str | None:
         """Next line (without terminator); None once the stream has ended.
+        Comment lines are also recorded in ``comments`` with the time read.
 
         Raises ``requests``/``urllib3`` timeout errors when no byte arrives
         within the response's read timeout.
@@ -533,7 +548,10 @@ class SSEStream:
             if self.closed:
                 return None
             self._fill()
-        return self._lines.popleft()
+        line = self._lines.popleft()
+        if line.startswith(':'):
+            self.comments.append((time.monotonic(), line[1:]))
+        return line
 
     def next_event(self) -> Event | None:
         """Next event carrying data; None once the stream has ended."""
@@ -556,8 +574,7 @@ class SSEStream:
                 event_id = event_name = None
                 continue
             if line.startswith(':'):
-                self.comments.append((now, line[1:]))
-                continue
+                continue  # a comment (recorded by next_line)
             name, _, value = line.partition(':')
             value = value[1:] if value.startswith(' ') else value
             if name == 'data':

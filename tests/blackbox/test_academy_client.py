@@ -119,33 +119,46 @@ def test_terminating_an_agent_fails_its_pending_call(
 
     async def scenario() -> None:
         async with await _manager(exchange) as manager:
-            handle = await bounded(manager.launch(bb_agents.Sleeper))
+            sleeper = bb_agents.Sleeper()
+            handle = await bounded(manager.launch(sleeper))
             # Make sure the agent is up and answering first.
             assert await bounded(handle.ping(timeout=STEP_S)) >= 0
 
-            pending = asyncio.create_task(handle.sleep(60))
-            # Wait until the agent has taken the request off its mailbox.
-            agent_json = handle.agent_id.model_dump_json()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                stats = await bounded(handle.agent_stats())
-                if stats.in_progress == 1:
-                    break
-                await asyncio.sleep(0.1)
-            assert stats.in_progress == 1, stats
-            assert not pending.done()
+            # The call goes through its own user client, closed before the
+            # agent is stopped: the agent's late "action cancelled" reply
+            # then hits a closed mailbox instead of a handle that has
+            # already given up on that tag.
+            caller = await bounded(_factory(exchange).create_user_client())
+            try:
+                remote = Handle(handle.agent_id, exchange=caller, ignore_context=True)
+                pending = asyncio.create_task(remote.sleep(60))
+                # Wait until the agent has taken the request off its mailbox.
+                agent_json = handle.agent_id.model_dump_json()
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    stats = await bounded(handle.agent_stats())
+                    if stats.in_progress == 1:
+                        break
+                    await asyncio.sleep(0.1)
+                assert stats.in_progress == 1, stats
+                assert not pending.done()
 
-            t0 = time.monotonic()
-            await bounded(manager.exchange_client.terminate(handle.agent_id))
-            with pytest.raises(MailboxTerminatedError):
-                await bounded(pending, 10)
-            assert time.monotonic() - t0 < 5
+                t0 = time.monotonic()
+                await bounded(manager.exchange_client.terminate(handle.agent_id))
+                with pytest.raises(MailboxTerminatedError):
+                    await bounded(pending, 10)
+                assert time.monotonic() - t0 < 5
+            finally:
+                await bounded(caller.close())
+
             assert api.status_value(agent_json) == 'TERMINATED'
             assert (
                 await bounded(manager.exchange_client.status(handle.agent_id))
                 == MailboxStatus.TERMINATED
             )
-            # The agent notices its mailbox is gone and stops by itself.
+            # academy's runtime does not stop an agent whose mailbox was
+            # closed under it; stop it directly so the manager can exit.
+            sleeper.stop_from_other_thread()
             await bounded(manager.wait([handle], timeout=STEP_S), STEP_S + 5)
 
     run(scenario())

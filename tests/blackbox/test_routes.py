@@ -265,7 +265,7 @@ def test_long_poll_wakes_up_when_a_message_arrives(api: Api) -> None:
     msg = make_message(src, dest)
     with ThreadPoolExecutor(1) as pool:
         t0 = time.monotonic()
-        fut = pool.submit(api.__class__(api.url).recv, dest, 10)
+        fut = pool.submit(Api(api.url).recv, dest, 10)
         time.sleep(0.5)
         assert api.send(msg).status_code == 200
         r = fut.result(timeout=15)
@@ -279,7 +279,7 @@ def test_terminate_wakes_a_waiting_receiver_with_419(api: Api) -> None:
     mid = api.new_mailbox()
     with ThreadPoolExecutor(1) as pool:
         t0 = time.monotonic()
-        fut = pool.submit(api.__class__(api.url).recv, mid, 10)
+        fut = pool.submit(Api(api.url).recv, mid, 10)
         time.sleep(0.5)
         assert api.terminate(mid).status_code == 200
         r = fut.result(timeout=15)

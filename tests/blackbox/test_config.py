@@ -1,0 +1,41 @@
+"""The Worker's [vars] change its limits (run on a private worker)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness import Api
+from harness import make_message
+
+pytestmark = pytest.mark.worker_only  # upstream is configured by TOML, not vars
+
+
+@pytest.fixture
+def small_api(exchange_factory) -> Api:
+    proc = exchange_factory(vars={'LISTEN_TIMEOUT_S': 5, 'MESSAGE_SIZE_LIMIT_KB': 1})
+    return Api(proc.url)
+
+
+def test_vars_set_the_listen_timeout_and_size_limit(small_api: Api) -> None:
+    api = small_api
+    src = api.new_mailbox()
+    dest = api.new_mailbox()
+
+    r = api.recv(dest, 6)
+    assert r.status_code == 400, r.text
+    assert r.text.startswith('Invalid timeout'), r.text
+    r = api.listen(dest, 6)
+    assert r.status_code == 400, r.text
+    r.close()
+    assert api.recv(dest, 5).status_code == 408
+
+    small = make_message(src, dest, body='{"x": "' + 'a' * 200 + '"}')
+    assert len(small.encode()) < 1024
+    assert api.send(small).status_code == 200
+    big = make_message(src, dest, body='{"x": "' + 'a' * 2048 + '"}')
+    r = api.send(big)
+    assert r.status_code == 413, r.text
+    m = re.fullmatch(r'Message of size (\d+) larger than limit (\d+)\.', r.text)
+    assert m and int(m.group(2)) == 1024 and int(m.group(1)) > 1024, r.text
