@@ -17,23 +17,25 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-installed_version() { # crate binary -> version string or empty
-  "$2" --version 2>/dev/null | awk '{ print $2 }' || true
+installed_version() { # binary -> its version number, or nothing if absent
+  "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 || true
 }
 
-if [ "$(installed_version worker-build worker-build)" != "$WORKER_BUILD_VERSION" ]; then
+if [ "$(installed_version worker-build)" != "$WORKER_BUILD_VERSION" ]; then
   log "installing worker-build $WORKER_BUILD_VERSION"
   cargo install --locked --quiet worker-build --version "$WORKER_BUILD_VERSION"
 fi
-if [ "$(installed_version wasm-bindgen-cli wasm-bindgen)" != "$WASM_BINDGEN_VERSION" ]; then
+if [ "$(installed_version wasm-bindgen)" != "$WASM_BINDGEN_VERSION" ]; then
   log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
   # Not --locked: its lockfile pins a webpki-roots release the registry no longer serves.
   cargo install --quiet wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
-if [ ! -x node_modules/.bin/wrangler ] || ! cmp -s package-lock.json node_modules/.package-lock.json; then
+# A copy of the lockfile marks what node_modules was installed from.
+if [ ! -x node_modules/.bin/wrangler ] || ! cmp -s package-lock.json node_modules/.installed-from-lock; then
   log "installing npm packages (wrangler)"
   npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json node_modules/.installed-from-lock
 fi
 
 if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt .venv/requirements.txt; then

@@ -8,6 +8,7 @@ import pytest
 
 from harness import Api
 from harness import make_message
+from harness import new_id
 
 pytestmark = pytest.mark.worker_only  # upstream is configured by TOML, not vars
 
@@ -39,3 +40,14 @@ def test_vars_set_the_listen_timeout_and_size_limit(small_api: Api) -> None:
     assert r.status_code == 413, r.text
     m = re.fullmatch(r'Message of size (\d+) larger than limit (\d+)\.', r.text)
     assert m and int(m.group(2)) == 1024 and int(m.group(1)) > 1024, r.text
+
+
+def test_an_invalid_setting_fails_every_request_naming_the_variable(
+    exchange_factory,
+) -> None:
+    proc = exchange_factory(vars={'LISTEN_TIMEOUT_S': 'soon'})
+    api = Api(proc.url)
+    r = api.status(new_id())
+    assert r.status_code == 500, r.text
+    assert r.text.startswith('Invalid exchange configuration: LISTEN_TIMEOUT_S'), r.text
+    assert '"soon"' in r.text, r.text
