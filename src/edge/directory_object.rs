@@ -6,6 +6,7 @@
 use worker::{durable_object, Env, Request, Response, State};
 
 use super::outcome_response;
+use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteDirectory;
 use crate::core::directory::discover;
 use crate::protocol::error::ExchangeError;
@@ -34,6 +35,7 @@ impl worker::DurableObject for Directory {
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
+        let rows_before = rows_written_so_far();
         let outcome: Outcome = match (&self.schema_error, request.json::<DirectoryCall>().await) {
             (Some(error), _) => Err(ExchangeError::internal(format!(
                 "directory schema: {error}"
@@ -56,6 +58,6 @@ impl worker::DurableObject for Directory {
                 }
             }
         };
-        outcome_response(&outcome)
+        outcome_response(&outcome, rows_before)
     }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
-use super::{call_object, internal, read_outcome};
+use super::{call_object, internal, read_outcome, Costs};
 use crate::core::directory::entries_for;
 use crate::core::mailbox::{Registration, Termination};
 use crate::core::permission::Identity;
@@ -42,15 +42,16 @@ fn error_response(error: &ExchangeError) -> worker::Result<Response> {
 struct Objects {
     mailboxes: ObjectNamespace,
     directories: ObjectNamespace,
+    costs: Costs,
 }
 
 impl Objects {
     async fn mailbox(&self, uid: Uuid, call: &MailboxCall) -> Result<Reply, ExchangeError> {
-        read_outcome(call_object(&self.mailboxes, &uid.to_string(), call).await?).await
+        read_outcome(call_object(&self.costs, &self.mailboxes, &uid.to_string(), call).await?).await
     }
 
     async fn directory(&self, class: &str, call: &DirectoryCall) -> Result<Reply, ExchangeError> {
-        read_outcome(call_object(&self.directories, class, call).await?).await
+        read_outcome(call_object(&self.costs, &self.directories, class, call).await?).await
     }
 
     /// Lists an agent under every class of its MRO, all before answering.
@@ -152,8 +153,32 @@ async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeEr
         directories: env
             .durable_object("DIRECTORY")
             .map_err(internal("DIRECTORY binding"))?,
+        costs: Costs::default(),
     };
+    let mut response = dispatch(command, caller, &objects, &config).await?;
+    if config.cost_headers {
+        // A streamed listen response passed through from the object has immutable
+        // headers; its costs are not reported, so a failure here is ignored.
+        let headers = response.headers_mut();
+        let _ = headers.set(
+            "x-exchange-object-calls",
+            &objects.costs.object_calls.get().to_string(),
+        );
+        let _ = headers.set(
+            "x-exchange-rows-written",
+            &objects.costs.rows_written.get().to_string(),
+        );
+    }
+    Ok(response)
+}
 
+/// Carries out one validated command.
+async fn dispatch(
+    command: Command,
+    caller: Identity,
+    objects: &Objects,
+    config: &Config,
+) -> Result<Response, ExchangeError> {
     match command {
         Command::CreateMailbox { mailbox, agent } => {
             let call = MailboxCall::Create {
@@ -213,7 +238,13 @@ async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeEr
                 timeout_s,
                 keepalive_s: config.sse_keepalive_s,
             };
-            let response = call_object(&objects.mailboxes, &mailbox.uid.to_string(), &call).await?;
+            let response = call_object(
+                &objects.costs,
+                &objects.mailboxes,
+                &mailbox.uid.to_string(),
+                &call,
+            )
+            .await?;
             let is_stream = response
                 .headers()
                 .get("content-type")

@@ -13,6 +13,7 @@ use futures::future::{select, Either};
 use futures::stream;
 use worker::{durable_object, Delay, Env, Headers, Request, Response, SqlStorage, State};
 
+use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteMailbox;
 use super::{now_s, outcome_response};
 use crate::core::mailbox::{Leases, Mailbox as MailboxRules};
@@ -78,35 +79,29 @@ impl worker::DurableObject for Mailbox {
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
-        if let Some(error) = &self.schema_error {
-            return outcome_response(&Err(ExchangeError::internal(format!(
-                "mailbox schema: {error}"
-            ))));
-        }
-        let call: MailboxCall = match request.json().await {
-            Ok(call) => call,
-            Err(error) => {
-                return outcome_response(&Err(ExchangeError::internal(format!(
-                    "mailbox call: {error}"
-                ))))
-            }
+        let rows_before = rows_written_so_far();
+        let call = match (&self.schema_error, request.json::<MailboxCall>().await) {
+            (Some(error), _) => Err(format!("mailbox schema: {error}")),
+            (None, Err(error)) => Err(format!("mailbox call: {error}")),
+            (None, Ok(call)) => Ok(call),
         };
         let sql = self.state.storage().sql();
         let outcome = match call {
-            MailboxCall::Receive { caller, timeout_s } => {
+            Err(cause) => Err(ExchangeError::internal(cause)),
+            Ok(MailboxCall::Receive { caller, timeout_s }) => {
                 self.receive(&sql, &caller, timeout_s).await
             }
-            MailboxCall::Listen {
+            Ok(MailboxCall::Listen {
                 caller,
                 timeout_s,
                 keepalive_s,
-            } => match rules(&sql).ensure_active(&caller) {
+            }) => match rules(&sql).ensure_active(&caller) {
                 Ok(()) => return listen(sql, self.live.clone(), caller, timeout_s, keepalive_s),
                 Err(error) => Err(error),
             },
-            call => self.apply(&sql, call),
+            Ok(call) => self.apply(&sql, call),
         };
-        outcome_response(&outcome)
+        outcome_response(&outcome, rows_before)
     }
 }
 

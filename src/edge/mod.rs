@@ -7,6 +7,8 @@ mod fetch;
 mod mailbox_object;
 mod sqlite;
 
+use std::cell::Cell;
+
 use worker::{Date, Method, ObjectNamespace, Request, RequestInit, Response};
 
 use crate::protocol::error::ExchangeError;
@@ -22,8 +24,34 @@ fn internal(context: &str) -> impl Fn(worker::Error) -> ExchangeError + '_ {
     move |error| ExchangeError::internal(format!("{context}: {error}"))
 }
 
+/// The header in which an object reports the SQLite rows one call wrote.
+const ROWS_WRITTEN_HEADER: &str = "x-exchange-rows-written";
+
+/// What one public request cost: object calls made and SQLite rows they wrote.
+/// Sent back as response headers when `EXCHANGE_COST_HEADERS` is set (benchmarks).
+#[derive(Default)]
+struct Costs {
+    pub(crate) object_calls: Cell<u64>,
+    pub(crate) rows_written: Cell<u64>,
+}
+
+impl Costs {
+    fn record(&self, response: &Response) {
+        let rows = response
+            .headers()
+            .get(ROWS_WRITTEN_HEADER)
+            .ok()
+            .flatten()
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0);
+        self.object_calls.set(self.object_calls.get() + 1);
+        self.rows_written.set(self.rows_written.get() + rows);
+    }
+}
+
 /// Sends `call` (JSON) to the object `name` of `namespace`; returns its raw response.
 async fn call_object(
+    costs: &Costs,
     namespace: &ObjectNamespace,
     name: &str,
     call: &impl serde::Serialize,
@@ -37,9 +65,12 @@ async fn call_object(
     init.with_method(Method::Post).with_body(Some(body.into()));
     let request =
         Request::new_with_init("https://object/", &init).map_err(internal("object request"))?;
-    stub.fetch_with_request(request)
+    let response = stub
+        .fetch_with_request(request)
         .await
-        .map_err(internal("object call"))
+        .map_err(internal("object call"))?;
+    costs.record(&response);
+    Ok(response)
 }
 
 /// Reads an object's [`Outcome`] from its response.
@@ -51,7 +82,12 @@ async fn read_outcome(mut response: Response) -> Outcome {
     })?
 }
 
-/// An object's answer to the Worker.
-fn outcome_response(outcome: &Outcome) -> worker::Result<Response> {
-    Response::from_json(outcome)
+/// An object's answer to the Worker, with the rows written since `rows_before`.
+fn outcome_response(outcome: &Outcome, rows_before: u64) -> worker::Result<Response> {
+    let mut response = Response::from_json(outcome)?;
+    let rows = sqlite::rows_written_so_far() - rows_before;
+    response
+        .headers_mut()
+        .set(ROWS_WRITTEN_HEADER, &rows.to_string())?;
+    Ok(response)
 }

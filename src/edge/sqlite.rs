@@ -2,6 +2,8 @@
 //! and run inside the object's input gate; writes with no `await` between them
 //! commit together, and the object's reply waits until they are durable.
 
+use std::cell::Cell;
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -13,15 +15,30 @@ use crate::store::{
     StoreResult,
 };
 
+thread_local! {
+    /// SQLite rows written by this isolate so far (what Cloudflare bills), for the
+    /// cost headers: an object reports the difference across one call.
+    static ROWS_WRITTEN: Cell<u64> = const { Cell::new(0) };
+}
+
+pub fn rows_written_so_far() -> u64 {
+    ROWS_WRITTEN.with(Cell::get)
+}
+
 /// Runs `sql` and reads every row it returns (consuming the cursor runs it fully).
 fn query<T: DeserializeOwned>(
     db: &SqlStorage,
     sql: &str,
     bindings: Vec<SqlStorageValue>,
 ) -> StoreResult<Vec<T>> {
-    db.exec(sql, bindings)
-        .and_then(|cursor| cursor.to_array::<T>())
-        .map_err(|error| StoreError(format!("{sql}: {error}")))
+    let cursor = db
+        .exec(sql, bindings)
+        .map_err(|error| StoreError(format!("{sql}: {error}")))?;
+    let rows = cursor
+        .to_array::<T>()
+        .map_err(|error| StoreError(format!("{sql}: {error}")))?;
+    ROWS_WRITTEN.with(|total| total.set(total.get() + cursor.rows_written() as u64));
+    Ok(rows)
 }
 
 fn execute(db: &SqlStorage, sql: &str, bindings: Vec<SqlStorageValue>) -> StoreResult<()> {

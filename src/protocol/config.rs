@@ -16,6 +16,9 @@ pub struct Config {
     /// Longest gap between bytes on an idle listen stream. Edges cut idle
     /// connections after ~100 s; 15 s keeps every proxy we know of happy.
     pub sse_keepalive_s: f64,
+    /// Report object calls and SQLite rows written per request in response headers
+    /// (`x-exchange-object-calls`, `x-exchange-rows-written`): for benchmarks.
+    pub cost_headers: bool,
 }
 
 impl Default for Config {
@@ -26,6 +29,7 @@ impl Default for Config {
             message_expiry_s: 7 * 24 * 3600,
             gravestone_expiry_s: 365 * 24 * 3600,
             sse_keepalive_s: 15.0,
+            cost_headers: false,
         }
     }
 }
@@ -46,6 +50,7 @@ impl Config {
             message_expiry_s: whole(&var, "MESSAGE_EXPIRY_S", defaults.message_expiry_s)?,
             gravestone_expiry_s: whole(&var, "GRAVESTONE_EXPIRY_S", defaults.gravestone_expiry_s)?,
             sse_keepalive_s: seconds(&var, "SSE_KEEPALIVE_S", defaults.sse_keepalive_s)?,
+            cost_headers: flag(&var, "EXCHANGE_COST_HEADERS")?,
         })
     }
 
@@ -68,6 +73,14 @@ fn seconds(var: &impl Fn(&str) -> Option<String>, name: &str, default: f64) -> R
         _ => Err(format!(
             "{name} must be a number of seconds greater than 0, got {text:?}"
         )),
+    }
+}
+
+fn flag(var: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool, String> {
+    match var(name).as_deref().map(str::trim) {
+        None | Some("" | "0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(format!("{name} must be 1, 0, true or false, got {other:?}")),
     }
 }
 
@@ -106,7 +119,13 @@ mod tests {
 
     #[test]
     fn settings_are_read_and_converted() {
-        let config = from(&[("LISTEN_TIMEOUT_S", "2.5"), ("MESSAGE_SIZE_LIMIT_KB", "1")]).unwrap();
+        let config = from(&[
+            ("LISTEN_TIMEOUT_S", "2.5"),
+            ("MESSAGE_SIZE_LIMIT_KB", "1"),
+            ("EXCHANGE_COST_HEADERS", "1"),
+        ])
+        .unwrap();
+        assert!(config.cost_headers);
         assert_eq!(config.listen_timeout_s, 2.5);
         assert_eq!(config.message_size_limit, 1024);
     }
@@ -120,6 +139,7 @@ mod tests {
             ("MESSAGE_SIZE_LIMIT_KB", "1.5"),
             ("MESSAGE_EXPIRY_S", ""),
             ("SSE_KEEPALIVE_S", "inf"),
+            ("EXCHANGE_COST_HEADERS", "yes"),
         ] {
             let error = from(&[(name, value)]).unwrap_err();
             assert!(error.contains(name), "{error}");

@@ -51,3 +51,27 @@ def test_an_invalid_setting_fails_every_request_naming_the_variable(
     assert r.status_code == 500, r.text
     assert r.text.startswith('Invalid exchange configuration: LISTEN_TIMEOUT_S'), r.text
     assert '"soon"' in r.text, r.text
+
+
+def test_cost_headers_count_object_calls_and_rows_written(exchange_factory) -> None:
+    proc = exchange_factory(vars={'EXCHANGE_COST_HEADERS': 1})
+    api = Api(proc.url)
+    src = api.new_mailbox()
+    dest = api.new_mailbox()
+
+    sent = api.send(make_message(src, dest, kind='request'))
+    assert sent.status_code == 200, sent.text
+    # Queued at the destination, counted as outgoing at the sender: two objects.
+    assert sent.headers['x-exchange-object-calls'] == '2'
+    assert int(sent.headers['x-exchange-rows-written']) >= 2
+
+    got = api.recv(dest, 5)
+    assert got.status_code == 200, got.text
+    assert got.headers['x-exchange-object-calls'] == '1'
+    assert int(got.headers['x-exchange-rows-written']) >= 1
+
+
+def test_cost_headers_are_off_by_default(exchange) -> None:
+    api = Api(exchange.url)
+    r = api.status(new_id())
+    assert 'x-exchange-object-calls' not in r.headers
