@@ -22,6 +22,7 @@
 //! core rules over SQLite and, for `GET /message` and `/mailbox/listen`, waits in
 //! memory until a send to the same object wakes it.
 
+pub mod auth;
 pub mod core;
 pub mod protocol;
 pub mod rpc;

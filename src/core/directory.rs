@@ -24,6 +24,7 @@ pub fn entries_for(registration: &Registration) -> Vec<(String, DirectoryEntry)>
                 uid: registration.id.uid,
                 owner: registration.owner.clone(),
                 exact: position == 0,
+                shares: registration.shares.clone(),
             },
         ));
     }
@@ -41,7 +42,7 @@ pub fn discover<S: DirectoryStore>(
     Ok(store
         .list(!allow_subclasses)?
         .into_iter()
-        .filter(|entry| may_access(caller, &entry.owner, &[]))
+        .filter(|entry| may_access(caller, &entry.owner, &entry.shares))
         .map(|entry| entry.uid)
         .collect())
 }
@@ -59,6 +60,7 @@ mod tests {
             id: entity(Role::Agent),
             owner: owner.into(),
             agent_mro: mro.iter().map(|c| c.to_string()).collect(),
+            shares: vec![],
         }
     }
 
@@ -69,7 +71,7 @@ mod tests {
     impl Directories {
         fn register(&mut self, registration: &Registration) {
             for (class, entry) in entries_for(registration) {
-                self.0.entry(class).or_default().insert(&entry).unwrap();
+                self.0.entry(class).or_default().upsert(&entry).unwrap();
             }
         }
         fn unregister(&mut self, registration: &Registration) {

@@ -35,6 +35,8 @@ pub struct Registration {
     pub id: EntityId,
     pub owner: String,
     pub agent_mro: Vec<String>,
+    /// Groups the mailbox is shared with: discovery shows the agent to them too.
+    pub shares: Vec<String>,
 }
 
 /// The follow-up work of a termination, done by the caller (the Worker) because it
@@ -98,7 +100,10 @@ impl<S: MailboxStore> Mailbox<S> {
                 record
             }
         };
-        Ok(registration(&record).filter(|_| record.terminated_at.is_none()))
+        if record.terminated_at.is_some() {
+            return Ok(None);
+        }
+        self.registration(&record)
     }
 
     /// Missing needs no permission (as upstream); otherwise the caller needs access.
@@ -135,7 +140,7 @@ impl<S: MailboxStore> Mailbox<S> {
             .collect();
         Ok(Termination {
             replies,
-            unregister: registration(&record),
+            unregister: self.registration(&record)?,
         })
     }
 
@@ -245,12 +250,14 @@ impl<S: MailboxStore> Mailbox<S> {
         ))
     }
 
-    pub fn share(&mut self, caller: &Identity, group_id: &str) -> Result<()> {
+    /// Shares with a group; returns the agent's updated discovery registration.
+    pub fn share(&mut self, caller: &Identity, group_id: &str) -> Result<Option<Registration>> {
         let record = self.owned_record(caller)?;
         if !may_share_with(caller, &record.owner, group_id) {
             return Err(ExchangeError::Forbidden);
         }
-        Ok(self.store.add_share(group_id)?)
+        self.store.add_share(group_id)?;
+        self.registration(&record)
     }
 
     pub fn shares(&self, caller: &Identity) -> Result<Vec<String>> {
@@ -258,10 +265,25 @@ impl<S: MailboxStore> Mailbox<S> {
         Ok(self.store.shares()?)
     }
 
-    /// Removing a group the mailbox is not shared with is a no-op.
-    pub fn unshare(&mut self, caller: &Identity, group_id: &str) -> Result<()> {
-        self.owned_record(caller)?;
-        Ok(self.store.remove_share(group_id)?)
+    /// Removing a group the mailbox is not shared with is a no-op. Returns the
+    /// agent's updated discovery registration.
+    pub fn unshare(&mut self, caller: &Identity, group_id: &str) -> Result<Option<Registration>> {
+        let record = self.owned_record(caller)?;
+        self.store.remove_share(group_id)?;
+        self.registration(&record)
+    }
+
+    /// What discovery lists for this mailbox, if it is an agent.
+    fn registration(&self, record: &MailboxRecord) -> Result<Option<Registration>> {
+        let Some(mro) = &record.agent_mro else {
+            return Ok(None);
+        };
+        Ok(Some(Registration {
+            id: record.id.clone(),
+            owner: record.owner.clone(),
+            agent_mro: mro.clone(),
+            shares: self.store.shares()?,
+        }))
     }
 
     fn check_access(&self, caller: &Identity, record: &MailboxRecord) -> Result<()> {
@@ -299,14 +321,6 @@ impl<S: MailboxStore> Mailbox<S> {
         }
         Ok(record)
     }
-}
-
-fn registration(record: &MailboxRecord) -> Option<Registration> {
-    record.agent_mro.as_ref().map(|mro| Registration {
-        id: record.id.clone(),
-        owner: record.owner.clone(),
-        agent_mro: mro.clone(),
-    })
 }
 
 #[cfg(test)]
@@ -591,18 +605,23 @@ mod tests {
     #[test]
     fn sharing_grants_access_to_group_members_until_unshared() {
         let id = entity(Role::Agent);
-        let mut mailbox = created(&id, &alice());
+        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        mailbox
+            .create(&alice(), &id, Some(vec!["m.A".into()]), 0.0)
+            .unwrap();
         let mut leases = Leases::default();
         let carol = Identity {
             client_id: "carol".into(),
             groups: vec!["team".into()],
         };
         assert_eq!(mailbox.status(&carol), Err(ExchangeError::Forbidden));
-        mailbox.share(&alice(), "team").unwrap();
+        let registration = mailbox.share(&alice(), "team").unwrap().unwrap();
+        assert_eq!(registration.shares, vec!["team".to_owned()]);
         assert_eq!(mailbox.shares(&alice()), Ok(vec!["team".to_owned()]));
         assert_eq!(mailbox.status(&carol), Ok(MailboxStatus::Active));
         assert_eq!(mailbox.take(&carol, &mut leases), Ok(None));
-        mailbox.unshare(&alice(), "team").unwrap();
+        let registration = mailbox.unshare(&alice(), "team").unwrap().unwrap();
+        assert!(registration.shares.is_empty());
         assert_eq!(mailbox.status(&carol), Err(ExchangeError::Forbidden));
     }
 
@@ -619,7 +638,7 @@ mod tests {
             mailbox.unshare(&bob(), "team"),
             Err(ExchangeError::Forbidden)
         );
-        assert_eq!(mailbox.unshare(&alice(), "never-shared"), Ok(()));
+        assert!(mailbox.unshare(&alice(), "never-shared").is_ok());
         mailbox.terminate(&alice(), 1.0).unwrap();
         assert_eq!(
             mailbox.share(&alice(), "team"),

@@ -45,7 +45,7 @@ impl worker::DurableObject for Directory {
                 let mut store = SqliteDirectory(self.state.storage().sql());
                 match call {
                     DirectoryCall::Register { entry } => store
-                        .insert(&entry)
+                        .upsert(&entry)
                         .map(|()| Reply::Done)
                         .map_err(Into::into),
                     DirectoryCall::Unregister { uid } => {

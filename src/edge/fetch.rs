@@ -9,7 +9,9 @@ use serde_json::json;
 use uuid::Uuid;
 use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
+use super::authenticate::authenticate;
 use super::{call_object, internal, read_outcome, Costs};
+use crate::auth::AuthSettings;
 use crate::core::directory::entries_for;
 use crate::core::mailbox::{Registration, Termination};
 use crate::core::permission::Identity;
@@ -31,12 +33,21 @@ async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<
 fn error_response(error: &ExchangeError) -> worker::Result<Response> {
     match error {
         ExchangeError::Internal { cause } => worker::console_error!("internal error: {cause}"),
+        ExchangeError::AuthUnavailable { reason } => {
+            worker::console_error!("authentication: {reason}")
+        }
         ExchangeError::Configuration { reason } => {
             worker::console_error!("configuration: {reason}")
         }
         _ => {}
     }
-    Response::error(error.text(), error.status())
+    let mut response = Response::error(error.text(), error.status())?;
+    if let Some(seconds) = error.retry_after_s() {
+        response
+            .headers_mut()
+            .set("retry-after", &seconds.to_string())?;
+    }
+    Ok(response)
 }
 
 struct Objects {
@@ -66,6 +77,17 @@ impl Objects {
             .await
             .into_iter()
             .try_for_each(|reply| reply.map(drop))
+    }
+
+    /// After a share or unshare: an agent's directory entries learn its new
+    /// groups before the client is answered, so discovery reflects it at once.
+    async fn share_changed(&self, reply: Reply) -> Result<Response, ExchangeError> {
+        match reply {
+            Reply::Registered(Some(registration)) => self.register(&registration).await?,
+            Reply::Registered(None) => {}
+            other => return Err(unexpected(other)),
+        }
+        empty()
     }
 
     /// Delivers the terminate replies and removes the agent from discovery.
@@ -111,11 +133,22 @@ fn empty() -> Result<Response, ExchangeError> {
 }
 
 async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeError> {
-    let config = Config::from_vars(|name| env.var(name).ok().map(|value| value.to_string()))
+    // Settings come from [vars] and, for credentials, secrets; both are strings.
+    let setting = |name: &str| {
+        env.secret(name)
+            .or_else(|_| env.var(name))
+            .ok()
+            .map(|value| value.to_string())
+    };
+    let config =
+        Config::from_vars(setting).map_err(|reason| ExchangeError::Configuration { reason })?;
+    let auth = AuthSettings::from_vars(setting)
         .map_err(|reason| ExchangeError::Configuration { reason })?;
     let method = request.method().to_string();
     let url = request.url().map_err(internal("url"))?;
     let route = Route::resolve(&method, url.path())?;
+    // Who is calling comes only from the authenticator, never from client headers.
+    let caller = authenticate(request, &auth).await?;
 
     let declared = request
         .headers()
@@ -144,8 +177,6 @@ async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeEr
     };
     let command = parse_command(route, &query, &body, &config)?;
 
-    // Authentication is not configured yet: every caller is the same anonymous client.
-    let caller = Identity::anonymous();
     let objects = Objects {
         mailboxes: env
             .durable_object("MAILBOX")
@@ -283,10 +314,10 @@ async fn dispatch(
             }
         }
         Command::Share { mailbox, group_id } => {
+            let call = MailboxCall::Share { caller, group_id };
             objects
-                .mailbox(mailbox.uid, &MailboxCall::Share { caller, group_id })
-                .await?;
-            empty()
+                .share_changed(objects.mailbox(mailbox.uid, &call).await?)
+                .await
         }
         Command::ListShares { mailbox } => match objects
             .mailbox(mailbox.uid, &MailboxCall::ListShares { caller })
@@ -296,10 +327,10 @@ async fn dispatch(
             other => Err(unexpected(other)),
         },
         Command::Unshare { mailbox, group_id } => {
+            let call = MailboxCall::Unshare { caller, group_id };
             objects
-                .mailbox(mailbox.uid, &MailboxCall::Unshare { caller, group_id })
-                .await?;
-            empty()
+                .share_changed(objects.mailbox(mailbox.uid, &call).await?)
+                .await
         }
         Command::Heartbeat { mailbox } => {
             objects

@@ -141,11 +141,11 @@ impl Mailbox {
             }
             MailboxCall::Stats { caller } => mailbox.stats(&caller).map(Reply::Stats),
             MailboxCall::Share { caller, group_id } => {
-                mailbox.share(&caller, &group_id).map(|()| Reply::Done)
+                mailbox.share(&caller, &group_id).map(Reply::Registered)
             }
             MailboxCall::ListShares { caller } => mailbox.shares(&caller).map(Reply::Shares),
             MailboxCall::Unshare { caller, group_id } => {
-                mailbox.unshare(&caller, &group_id).map(|()| Reply::Done)
+                mailbox.unshare(&caller, &group_id).map(Reply::Registered)
             }
             MailboxCall::Receive { .. } | MailboxCall::Listen { .. } => Err(
                 ExchangeError::internal("waiting calls are not applied directly"),

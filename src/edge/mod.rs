@@ -2,6 +2,7 @@
 //! `fetch` is the public HTTP front; `mailbox_object` and `directory_object` are the
 //! Durable Objects; `sqlite` implements the core's store traits over their SQLite.
 
+mod authenticate;
 mod directory_object;
 mod fetch;
 mod mailbox_object;

@@ -215,28 +215,33 @@ pub struct SqliteDirectory(pub SqlStorage);
 
 impl SqliteDirectory {
     pub const SCHEMA: &'static str = "
-        CREATE TABLE IF NOT EXISTS agents (
+        CREATE TABLE IF NOT EXISTS entries (
             position INTEGER PRIMARY KEY AUTOINCREMENT,
-            uid TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, exact INTEGER NOT NULL);
+            uid TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, exact INTEGER NOT NULL,
+            shares TEXT NOT NULL);
     ";
 }
 
 #[derive(Deserialize)]
-struct AgentRow {
+struct EntryRow {
     uid: String,
     owner: String,
     exact: i64,
+    /// JSON list of group ids.
+    shares: String,
 }
 
 impl DirectoryStore for SqliteDirectory {
-    fn insert(&mut self, entry: &DirectoryEntry) -> StoreResult<()> {
+    fn upsert(&mut self, entry: &DirectoryEntry) -> StoreResult<()> {
         execute(
             &self.0,
-            "INSERT OR IGNORE INTO agents (uid, owner, exact) VALUES (?, ?, ?)",
+            "INSERT INTO entries (uid, owner, exact, shares) VALUES (?, ?, ?, ?)
+             ON CONFLICT (uid) DO UPDATE SET owner = excluded.owner, shares = excluded.shares",
             vec![
                 entry.uid.to_string().into(),
                 entry.owner.as_str().into(),
                 i64::from(entry.exact).into(),
+                to_json(&entry.shares)?.into(),
             ],
         )
     }
@@ -244,24 +249,25 @@ impl DirectoryStore for SqliteDirectory {
     fn remove(&mut self, uid: Uuid) -> StoreResult<()> {
         execute(
             &self.0,
-            "DELETE FROM agents WHERE uid = ?",
+            "DELETE FROM entries WHERE uid = ?",
             vec![uid.to_string().into()],
         )
     }
 
     fn list(&self, exact_only: bool) -> StoreResult<Vec<DirectoryEntry>> {
         let sql = if exact_only {
-            "SELECT uid, owner, exact FROM agents WHERE exact = 1 ORDER BY position"
+            "SELECT uid, owner, exact, shares FROM entries WHERE exact = 1 ORDER BY position"
         } else {
-            "SELECT uid, owner, exact FROM agents ORDER BY position"
+            "SELECT uid, owner, exact, shares FROM entries ORDER BY position"
         };
-        query::<AgentRow>(&self.0, sql, vec![])?
+        query::<EntryRow>(&self.0, sql, vec![])?
             .into_iter()
             .map(|row| {
                 Ok(DirectoryEntry {
                     uid: Uuid::parse_str(&row.uid).map_err(|e| StoreError(e.to_string()))?,
                     owner: row.owner,
                     exact: row.exact != 0,
+                    shares: from_json(&row.shares)?,
                 })
             })
             .collect()

@@ -21,6 +21,10 @@ pub enum ExchangeError {
     MethodNotAllowed { method: String, path: String },
     /// No usable credentials were sent.
     Unauthorized,
+    /// Credentials were sent but refused (unknown, inactive, expired, wrong audience).
+    TokenRejected { reason: String },
+    /// The identity provider could not be asked; the client should retry.
+    AuthUnavailable { reason: String },
     /// The caller may not act on this mailbox.
     Forbidden,
     /// The mailbox was never created.
@@ -61,13 +65,22 @@ impl ExchangeError {
                 400
             }
             Self::Unauthorized => 401,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::TokenRejected { .. } => 403,
             Self::UnknownMailbox | Self::UnknownRoute { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::Timeout => 408,
             Self::MessageTooLarge { .. } | Self::BodyTooLarge { .. } => 413,
             Self::Terminated => 419,
             Self::Configuration { .. } | Self::Internal { .. } => 500,
+            Self::AuthUnavailable { .. } => 503,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, sent as `Retry-After`.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        match self {
+            Self::AuthUnavailable { .. } => Some(5),
+            _ => None,
         }
     }
 
@@ -87,6 +100,10 @@ impl ExchangeError {
                 format!("Method {method} is not allowed on {path}")
             }
             Self::Unauthorized => "Missing required headers.".to_owned(),
+            Self::TokenRejected { .. } => "Token expired or revoked.".to_owned(),
+            Self::AuthUnavailable { .. } => {
+                "Authentication service unavailable; retry later".to_owned()
+            }
             Self::Forbidden => "Incorrect permissions".to_owned(),
             Self::UnknownMailbox => "Unknown mailbox ID".to_owned(),
             Self::Timeout => "Request timeout".to_owned(),

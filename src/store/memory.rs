@@ -85,9 +85,10 @@ pub struct MemoryDirectory {
 }
 
 impl DirectoryStore for MemoryDirectory {
-    fn insert(&mut self, entry: &DirectoryEntry) -> StoreResult<()> {
-        if !self.entries.iter().any(|known| known.uid == entry.uid) {
-            self.entries.push(entry.clone());
+    fn upsert(&mut self, entry: &DirectoryEntry) -> StoreResult<()> {
+        match self.entries.iter_mut().find(|known| known.uid == entry.uid) {
+            Some(known) => *known = entry.clone(),
+            None => self.entries.push(entry.clone()),
         }
         Ok(())
     }

@@ -83,12 +83,15 @@ pub struct DirectoryEntry {
     pub owner: String,
     /// The class is the agent's own (MRO[0]), not a base class.
     pub exact: bool,
+    /// Groups the agent's mailbox is shared with (kept in step by share/unshare).
+    pub shares: Vec<String>,
 }
 
 /// One class name's directory: the agents whose MRO contains it.
 pub trait DirectoryStore {
-    /// Adds the entry unless its uid is listed already (keeps registration order).
-    fn insert(&mut self, entry: &DirectoryEntry) -> StoreResult<()>;
+    /// Adds the entry, or updates it if its uid is listed already (keeping its
+    /// place in registration order).
+    fn upsert(&mut self, entry: &DirectoryEntry) -> StoreResult<()>;
     fn remove(&mut self, uid: Uuid) -> StoreResult<()>;
     /// Entries in registration order; only exact ones if `exact_only`.
     fn list(&self, exact_only: bool) -> StoreResult<Vec<DirectoryEntry>>;
