@@ -20,6 +20,9 @@ pub struct AccessSettings {
     pub groups_claim: String,
     /// Where the team's signing keys are published.
     pub jwks_url: String,
+    /// A token naming an unknown `kid` refetches the key set at most this often,
+    /// so a stream of forged tokens cannot become a stream of fetches.
+    pub key_refetch_interval_s: f64,
 }
 
 /// A parsed, not yet verified, JWT.
@@ -167,6 +170,7 @@ mod tests {
             audience: "aud-tag".into(),
             groups_claim: "groups".into(),
             jwks_url: "https://team.example/cdn-cgi/access/certs".into(),
+            key_refetch_interval_s: 30.0,
         }
     }
 

@@ -131,6 +131,7 @@ impl AuthSettings {
                     issuer: team_domain,
                     audience: required("ACCESS_AUD")?,
                     groups_claim: var("ACCESS_GROUPS_CLAIM").unwrap_or_else(|| "groups".to_owned()),
+                    key_refetch_interval_s: positive("ACCESS_KEY_REFETCH_S", 30.0)?,
                 })
             }
             Some(other) => {
@@ -235,6 +236,7 @@ mod tests {
             "https://team.cloudflareaccess.com/cdn-cgi/access/certs"
         );
         assert_eq!(access.groups_claim, "groups");
+        assert_eq!(access.key_refetch_interval_s, 30.0);
     }
 
     #[test]

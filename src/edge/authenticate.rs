@@ -35,10 +35,6 @@ struct SigningKeys {
     fetched_at: Option<f64>,
 }
 
-/// An unknown `kid` refetches the key set at most this often, so a stream of
-/// forged tokens cannot turn into a stream of fetches.
-const KEY_REFETCH_INTERVAL_S: f64 = 30.0;
-
 /// The caller's identity, from the configured method.
 pub async fn authenticate(
     request: &Request,
@@ -136,7 +132,7 @@ async fn verify_access_jwt(
             let recently = SIGNING_KEYS.with(|keys| {
                 keys.borrow()
                     .fetched_at
-                    .is_some_and(|at| now - at < KEY_REFETCH_INTERVAL_S)
+                    .is_some_and(|at| now - at < settings.key_refetch_interval_s)
             });
             if !recently {
                 let body = send(&settings.jwks_url, Method::Get, &[], None, timeout_s).await?;

@@ -331,10 +331,19 @@ def tag_of(message_text: str) -> str:
 class Api:
     """One method per route; raw ``requests``; every call bounded."""
 
-    def __init__(self, url: str, timeout: float = HTTP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = HTTP_TIMEOUT,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """``headers`` (e.g. ``Authorization``) go with every request; a
+        single call can override one, or drop it by passing ``None``."""
         self.url = url.rstrip('/')
         self.timeout = timeout
         self.session = requests.Session()
+        self.session.headers.update(headers or {})
 
     def request(
         self,
