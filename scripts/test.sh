@@ -2,7 +2,7 @@
 # Runs every test: formatting and lints (host and wasm32), the native unit tests of
 # the pure core, then the black-box suite against the real Worker in workerd
 # (wrangler dev, started per test session on free 127.0.0.1 ports), driven by raw
-# HTTP and by the real academy-py 1.0.0 client.
+# HTTP and by the real academy-py 1.0.0 client; last, a smoke run of the benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -25,3 +25,6 @@ echo "built in $(( $(date +%s) - start ))s"
 step "black-box tests against the Worker in workerd (pytest)"
 export EXCHANGE_SKIP_BUILD=1
 .venv/bin/python -m pytest -c tests/pytest.ini "$@"
+
+step "benchmark smoke run (checks every target and workload works; figures are not judged)"
+.venv/bin/python bench/run.py --smoke

@@ -14,6 +14,7 @@ new session and stopped through its own process group.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import json
@@ -607,3 +608,19 @@ class SSEStream:
 
     def close(self) -> None:
         self.response.close()
+
+
+# ---------------------------------------------------------- async test bounds
+
+STEP_S = 20  # bound on any single await in a client scenario
+TEST_S = 120  # bound on a whole scenario
+
+
+async def bounded(aw, seconds: float = STEP_S):
+    """Await `aw`, failing with TimeoutError after `seconds`."""
+    return await asyncio.wait_for(aw, seconds)
+
+
+def run(coro, seconds: float = TEST_S):
+    """Run a client scenario to completion, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, seconds))

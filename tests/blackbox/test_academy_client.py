@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from typing import TypeVar
 
 import pytest
 
@@ -22,21 +20,13 @@ from academy.exchange.mailbox_status import MailboxStatus
 from academy.handle import Handle
 from academy.manager import Manager
 from harness import Api
+from harness import STEP_S
 from harness import ExchangeProcess
+from harness import bounded
+from harness import run
 from harness import uid_of
 
-T = TypeVar('T')
 
-STEP_S = 20  # bound on any single await
-TEST_S = 90  # bound on a whole scenario
-
-
-async def bounded(aw: Awaitable[T], seconds: float = STEP_S) -> T:
-    return await asyncio.wait_for(aw, seconds)
-
-
-def run(coro: Awaitable[T], seconds: float = TEST_S) -> T:
-    return asyncio.run(asyncio.wait_for(coro, seconds))
 
 
 def _factory(exchange: ExchangeProcess) -> HttpExchangeFactory:
@@ -196,8 +186,6 @@ def test_two_agents_exchange_messages(exchange: ExchangeProcess) -> None:
 def test_user_client_against_raw_agent_mailbox(exchange: ExchangeProcess) -> None:
     """A request to a mailbox nobody serves, answered by hand over HTTP."""
     import json
-
-    from harness import make_message
 
     api = Api(exchange.url)
 

@@ -14,20 +14,17 @@ configured by TOML and hard-wired to auth.globus.org.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from typing import TypeVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -41,7 +38,10 @@ from academy.manager import Manager
 from fakes import FakeGlobus
 from fakes import FakeJwks
 from fakes import new_signing_key
+from harness import STEP_S
 from harness import Api
+from harness import bounded
+from harness import run
 from harness import ExchangeProcess
 from harness import free_port
 from harness import make_message
@@ -50,7 +50,6 @@ from harness import uid_of
 
 pytestmark = pytest.mark.worker_only
 
-T = TypeVar('T')
 
 ACCESS_KEY_REFETCH_S = 1.0
 AUTH_TIMEOUT_S = 2  # worker's wait for an identity provider
@@ -761,16 +760,6 @@ def test_unknown_kids_refetch_the_key_set_at_most_once_per_window(
 
 # -------------------------------------------------------- the academy client
 
-STEP_S = 20  # bound on any single await
-TEST_S = 120  # bound on a whole scenario
-
-
-async def bounded(aw: Awaitable[T], seconds: float = STEP_S) -> T:
-    return await asyncio.wait_for(aw, seconds)
-
-
-def run(coro: Awaitable[T], seconds: float = TEST_S) -> T:
-    return asyncio.run(asyncio.wait_for(coro, seconds))
 
 
 def _factory(realm: Realm, token: str) -> HttpExchangeFactory:
