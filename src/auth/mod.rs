@@ -10,6 +10,7 @@ pub mod globus;
 pub mod jwt;
 pub mod tokens;
 
+use crate::protocol::config::seconds;
 use crate::protocol::error::ExchangeError;
 
 /// Why a caller could not be identified.
@@ -86,17 +87,7 @@ pub struct AuthSettings {
 impl AuthSettings {
     /// Reads the settings through `var` (vars and secrets alike).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let positive = |name: &str, default: f64| -> Result<f64, String> {
-            match var(name) {
-                None => Ok(default),
-                Some(text) => match text.trim().parse::<f64>() {
-                    Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
-                    _ => Err(format!(
-                        "{name} must be a number of seconds greater than 0, got {text:?}"
-                    )),
-                },
-            }
-        };
+        let positive = |name: &str, default: f64| seconds(&var, name, default);
         let required = |name: &str| -> Result<String, String> {
             var(name)
                 .filter(|value| !value.trim().is_empty())

@@ -64,7 +64,12 @@ impl Config {
     }
 }
 
-fn seconds(var: &impl Fn(&str) -> Option<String>, name: &str, default: f64) -> Result<f64, String> {
+/// A positive number of seconds from `var`, or `default` when absent.
+pub(crate) fn seconds(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: f64,
+) -> Result<f64, String> {
     let Some(text) = var(name) else {
         return Ok(default);
     };
