@@ -1,166 +1,335 @@
-"""Benchmark: this worker (workerd direct and through wrangler dev) against
-academy's own exchange (in-memory, and Redis when redis-server is installed),
-same workloads through academy-py's client, targets interleaved round by round.
+"""Benchmark this worker against academy's own exchange server.
 
-    python bench/run.py            # full: several rounds, 100 and 10,000 agents
-    python bench/run.py --smoke    # one tiny round: a CI check that it all works
+    python bench/run.py            # full: several interleaved rounds, 100 and 10,000 agents
+    python bench/run.py --smoke    # one tiny round: checks every target and workload works
 
-Exits non-zero if any workload loses, duplicates or reorders a message, or a
-target fails to start."""
+Targets: the worker served by workerd directly (Miniflare, no dev proxy), the
+worker under ``wrangler dev``, academy's server with its in-memory backend, and
+with its Redis backend (when redis-server is installed). Every workload runs
+through academy-py 1.0.0's client; targets take turns workload by workload, in
+an order reversed every round (A B C D, D C B A, ...) so drift cancels; medians
+and min-max spread over rounds are reported.
+
+Exits non-zero if a target fails to start or any workload loses, duplicates or
+reorders a message (or errs).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import os
-import platform
 import shutil
-import statistics
+import signal
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
 
-import targets as targets_module  # noqa: E402
+import report  # noqa: E402
+import targets  # noqa: E402
 import workloads  # noqa: E402
 
-FULL = {'rounds': 3, 'round_trips': 300, 'pairs': 400, 'fan_in_each': 40, 'populations': (100, 10_000),
-        'registry_samples': 30, 'cost_messages': 100}
-SMOKE = {'rounds': 1, 'round_trips': 20, 'pairs': 24, 'fan_in_each': 3, 'populations': (100,),
-         'registry_samples': 5, 'cost_messages': 10}
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    round_trips: int  # workload 1: messages
+    pairs: int  # workload 2: request/response pairs per K
+    fan_in_each: int  # workload 3: messages per sender (16 senders)
+    populations: tuple[int, ...]  # workload 4: registered agents
+    registry_samples: int  # workload 4: register + status samples per round
+    discover_samples: int  # workload 4: discover samples per round, each kind
+    registry_budget_s: float  # workload 4: time cap per sample loop
+    cost_messages: int
+    warm_up_messages: int  # per target, before round 1 (not recorded)
 
 
-def plan(settings: dict) -> list[tuple[str, object]]:
-    """(label, coroutine factory taking the url) for one round, in order."""
-    steps = [('1 self round trip', lambda url: workloads.self_round_trip(url, settings['round_trips']))]
-    for k in (1, 8, 32):
-        steps.append((f'2 request/response K={k}',
-                      lambda url, k=k: workloads.request_response(url, settings['pairs'], k)))
-    steps.append(('3 fan-in 16 senders', lambda url: workloads.fan_in(url, 16, settings['fan_in_each'])))
+FULL = Settings(
+    rounds=4, round_trips=200, pairs=256, fan_in_each=32, populations=(100, 10_000),
+    registry_samples=20, discover_samples=10, registry_budget_s=4.0, cost_messages=200,
+    warm_up_messages=400,
+)
+SMOKE = Settings(
+    rounds=1, round_trips=20, pairs=32, fan_in_each=3, populations=(100,),
+    registry_samples=3, discover_samples=2, registry_budget_s=2.0, cost_messages=10,
+    warm_up_messages=20,
+)
+IN_FLIGHT = (1, 8, 32)
+SENDERS = 16
+
+
+Workload = Callable[[str], Coroutine[Any, Any, workloads.Outcome]]  # url -> run
+
+
+def message_workloads(s: Settings) -> list[Workload]:
+    """Workloads 1-3, in the order each round runs them."""
+    steps: list[Workload] = [lambda url: workloads.self_round_trip(url, s.round_trips)]
+    for k in IN_FLIGHT:
+        steps.append(lambda url, k=k: workloads.request_response(url, s.pairs, k))
+    steps.append(lambda url: workloads.fan_in(url, SENDERS, s.fan_in_each))
     return steps
 
 
-def run_round(target: targets_module.Target, settings: dict) -> list[dict]:
-    rows = []
-    for label, factory in plan(settings):
-        cpu_before = target.cpu_seconds()
-        result = asyncio.run(factory(target.url))
-        cpu = target.cpu_seconds() - cpu_before
-        row = result.summary()
-        row['cpu_s_per_1000_msg'] = 1000 * cpu / result.messages if result.messages else None
-        rows.append(row)
-    return rows
+def _quiet_unclosed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # academy's client never releases a listen response whose stream is
+    # cancelled (as every workload ends); aiohttp reports it when collected.
+    if context.get('message', '').startswith(('Unclosed connection', 'Unclosed response')):
+        return
+    loop.default_exception_handler(context)
 
 
-def machine() -> dict:
-    model = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
-                  if line.startswith('model name')), platform.processor())
-    memory_kb = next(int(line.split()[1]) for line in Path('/proc/meminfo').read_text().splitlines()
-                     if line.startswith('MemTotal'))
-    return {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'cores': os.cpu_count(),
-            'cpu': model, 'memory_gib': round(memory_kb / 2**20, 1)}
+def run(work: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run, minus the reports of academy's unreleased listen responses."""
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_exception_handler(_quiet_unclosed)
+        return runner.run(work)
 
 
-def median_spread(values: list[float | None]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.median(values), (max(values) - min(values))
+def cpu_steal_ticks() -> tuple[int, int]:
+    """(steal, total) ticks of all CPUs since boot, from /proc/stat."""
+    fields = [int(x) for x in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def measure(target: targets.Target, round_no: int, work: Coroutine[Any, Any, workloads.Outcome]) -> dict[str, Any]:
+    """Run one workload on one target; add server and client CPU to its figures."""
+    server_before = target.cpu_seconds()
+    client_before = time.process_time()
+    five_xx_before = workloads.server_errors.copy()
+    steal_before = cpu_steal_ticks()
+    try:
+        outcome = run(work)
+    except Exception as e:  # noqa: BLE001 - e.g. the client could not even connect
+        outcome = workloads.Outcome(work.__name__, errors=[f'{work.__name__}: {type(e).__name__}: {e}'])
+    steal, total = (after - before for after, before in zip(cpu_steal_ticks(), steal_before))
+    server_cpu = target.cpu_seconds() - server_before
+    client_cpu = time.process_time() - client_before
+    five_xx = dict(workloads.server_errors - five_xx_before)
+    units = outcome.messages or sum(len(v) for v in outcome.operations_ms.values())
+    record = {
+        'workload': outcome.workload,
+        'target': target.name,
+        'round': round_no,
+        'messages': outcome.messages,
+        'seconds': outcome.seconds,
+        'throughput': outcome.throughput,
+        'p50_ms': workloads.percentile(outcome.latencies_ms, 50),
+        'p99_ms': workloads.percentile(outcome.latencies_ms, 99),
+        'server_cpu_s': server_cpu,
+        'server_rss_mb_after': round(target.rss_mb(), 1),
+        'client_cpu_s': client_cpu,
+        # per 1,000 delivered messages (registry: per 1,000 operations)
+        'server_cpu_s_per_1k': 1000 * server_cpu / units if units else None,
+        'client_cpu_s_per_1k': 1000 * client_cpu / units if units else None,
+        'operations': {
+            op: {
+                'p50_ms': workloads.percentile(v, 50),
+                'p99_ms': workloads.percentile(v, 99),
+                'samples': len(v),
+            }
+            for op, v in outcome.operations_ms.items() if v
+        },
+        'server_5xx_retried': five_xx,
+        # share of the machine's CPU time the hypervisor gave to others meanwhile
+        'cpu_steal_pct': round(100 * steal / total, 1) if total else None,
+        'errors': outcome.errors,
+    }
+    status = 'FAIL' if outcome.errors else 'ok'
+    figures = (
+        f'{record["throughput"]:.0f} msg/s, p50 {record["p50_ms"]:.2f} ms'
+        if record['throughput'] else
+        ', '.join(f'{op} {v["p50_ms"]:.1f} ms' for op, v in record['operations'].items())
+    )
+    print(f'  {outcome.workload:26} {target.name:15} {figures}  server CPU {server_cpu:.2f} s  '
+          f'steal {record["cpu_steal_pct"]}%  [{status}]', flush=True)
+    if five_xx:
+        print(f'    note: 5xx answers the client retried: {five_xx}', flush=True)
+    for error in outcome.errors[:5]:
+        print(f'    ERROR {error}', flush=True)
+    return record
+
+
+def warm(target: targets.Target, s: Settings) -> dict[str, Any]:
+    """Unrecorded warm-up: workerd runs the wasm and JS glue slowly (and burns
+    CPU) for the first few hundred requests after a start, before V8 has
+    optimized them."""
+    t0, cpu0 = time.monotonic(), target.cpu_seconds()
+    errors = []
+    for work in (
+        lambda: workloads.self_round_trip(target.url, s.warm_up_messages),
+        lambda: workloads.request_response(target.url, s.warm_up_messages // 2, 8),
+    ):
+        errors += run(work()).errors
+    seconds, cpu = time.monotonic() - t0, target.cpu_seconds() - cpu0
+    print(f'  warmed up {target.name:15} {seconds:.1f} s, server CPU {cpu:.2f} s', flush=True)
+    return {'seconds': round(seconds, 2), 'server_cpu_s': round(cpu, 2), 'errors': errors}
+
+
+def in_round_order(started: list[targets.Target], round_no: int) -> list[targets.Target]:
+    return started if round_no % 2 == 0 else list(reversed(started))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f'signal {signum}')
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--smoke', action='store_true')
+    # Stop the targets on SIGTERM, and on SIGINT even when started in the
+    # background (where SIGINT arrives ignored): main()'s finally stops them.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--smoke', action='store_true', help='one tiny round (a check, not a measurement)')
+    parser.add_argument('--rounds', type=int, help='override the number of rounds')
+    parser.add_argument('--targets', help='comma-separated subset of: ' + ', '.join(targets.ALL))
     args = parser.parse_args()
+    # academy's client logs every cancelled request (listen streams are cancelled
+    # at the end of each workload); failures that matter surface as errors.
+    logging.getLogger('academy').setLevel(logging.CRITICAL)
     settings = SMOKE if args.smoke else FULL
-    with_redis = shutil.which('redis-server') is not None
-    if not with_redis:
-        print('note: redis-server is not installed; the academy-redis target is left out')
-    factories = targets_module.all_targets(with_redis)
-    started = []
+    if args.rounds:
+        settings = Settings(**{**asdict(settings), 'rounds': args.rounds})
+    mode = 'smoke' if args.smoke else 'full'
+    names = args.targets.split(',') if args.targets else list(targets.ALL)
+    unknown = set(names) - set(targets.ALL)
+    if unknown:
+        parser.error(f'unknown target(s): {", ".join(sorted(unknown))}')
+    if 'academy-redis' in names and shutil.which('redis-server') is None:
+        names.remove('academy-redis')
+        print('note: redis-server is not installed, so the academy-redis target is left out '
+              '(scripts/bench.sh installs it in full mode)')
+    elif 'academy-redis' in names:
+        print('note: redis-server is installed; the academy-redis target is included')
+
+    load = os.getloadavg()[0]
+    print(f'load average at start: {load:.2f} on {os.cpu_count()} cores', flush=True)
+    if load > (os.cpu_count() or 1) / 2:
+        print('warning: the machine is busy; figures will be noisier than usual', flush=True)
+    began = time.monotonic()
+    failures: list[str] = []
+    records: list[dict[str, Any]] = []
+    setup: dict[str, dict[str, float]] = {}
+    warm_up: dict[str, dict[str, Any]] = {}
+    costs: dict[str, Any] = {}
+    work_dir = Path(tempfile.mkdtemp(prefix='bench-'))
+    log_dir = work_dir / 'logs'
+    build_dir = work_dir / 'build'
+    build = targets.snapshot_build(build_dir)
+    print(f'worker build: {build}', flush=True)
+    started: list[targets.Target] = []
     try:
-        for factory in factories:
-            target = factory()
+        for name in names:
+            target = targets.ALL[name](log_dir, build_dir)
+            t0 = time.monotonic()
+            try:
+                target.start()
+            except Exception as e:  # noqa: BLE001 - reported; the run fails
+                failures.append(f'{name} failed to start: {e}')
+                print(f'ERROR {name} failed to start: {e}', flush=True)
+                continue
             started.append(target)
-            target.start()
-        # rows[target][workload] = list of summaries, one per round
-        rows: dict[str, dict[str, list[dict]]] = {t.name: {} for t in started}
-        for round_index in range(settings['rounds']):
-            order = started if round_index % 2 == 0 else list(reversed(started))
-            for target in order:
-                print(f'round {round_index + 1}: {target.name}', flush=True)
-                for row in run_round(target, settings):
-                    rows[target.name].setdefault(row['workload'], []).append(row)
-        registry = {}
-        for population in settings['populations']:
-            for target in started:
-                print(f'registry N={population}: {target.name}', flush=True)
-                registry.setdefault(target.name, []).append(
-                    asyncio.run(workloads.registry(target.url, population, settings['registry_samples'])).summary())
-        costs = {t.name: asyncio.run(workloads.cost_per_message(t.url, settings['cost_messages']))
-                 for t in started if t.cost_headers}
+            print(f'started {name} on {target.url} in {time.monotonic() - t0:.1f} s', flush=True)
+        for target in started:
+            warm_up[target.name] = warm(target, settings)
+            failures += warm_up[target.name].pop('errors')
+
+        for round_no in range(settings.rounds):
+            print(f'\nround {round_no + 1}/{settings.rounds}: workloads 1-3', flush=True)
+            for make in message_workloads(settings):
+                for target in in_round_order(started, round_no):
+                    records.append(measure(target, round_no, make(target.url)))
+
+        populations = {t.name: workloads.Population(t.url) for t in started}
+        for size in settings.populations:
+            print(f'\nregistering {size} agents on each target (raw HTTP, 32 at a time)', flush=True)
+            for target in [t for t in started if t.name in populations]:
+                t0, cpu0 = time.monotonic(), target.cpu_seconds()
+                try:
+                    run(populations[target.name].grow_to(size))
+                except Exception as e:  # noqa: BLE001 - reported; the run fails
+                    failures.append(f'{target.name}: registering {size} agents failed: {e}')
+                    print(f'  ERROR {target.name}: registering {size} agents failed: {e}', flush=True)
+                    del populations[target.name]
+                    continue
+                seconds, cpu = time.monotonic() - t0, target.cpu_seconds() - cpu0
+                setup.setdefault(target.name, {})[f'populate_to_{size}'] = {
+                    'seconds': round(seconds, 1),
+                    'server_cpu_s': round(cpu, 1),
+                }
+                print(f'  {target.name:15} {seconds:.1f} s, server CPU {cpu:.1f} s', flush=True)
+            for round_no in range(settings.rounds):
+                print(f'round {round_no + 1}/{settings.rounds}: workload 4, N={size}', flush=True)
+                for target in [t for t in in_round_order(started, round_no) if t.name in populations]:
+                    work = workloads.registry(
+                        populations[target.name],
+                        settings.registry_samples,
+                        settings.discover_samples,
+                        settings.registry_budget_s,
+                    )
+                    record = measure(target, round_no, work)
+                    record['workload'] = f'4 registry N={size}'  # the tier, not the live count
+                    records.append(record)
+
+        print('\ncost probe (cost headers, raw HTTP)', flush=True)
+        for target in started:
+            if target.ours:
+                try:
+                    costs[target.name] = run(workloads.worker_costs(target.url, settings.cost_messages))
+                except Exception as e:  # noqa: BLE001 - reported; the run fails
+                    failures.append(f'{target.name}: cost probe failed: {type(e).__name__}: {e}')
     finally:
         for target in started:
             target.stop()
-    return report(rows, registry, costs, smoke=args.smoke)
+        shutil.rmtree(work_dir, ignore_errors=True)
 
-
-def report(rows, registry, costs, smoke: bool) -> int:
-    summary: dict = {'machine': machine(), 'mode': 'smoke' if smoke else 'full', 'workloads': {},
-                     'registry': registry, 'cost': costs}
-    errors = []
-    print(f"\n{'workload':28} {'target':15} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k msg':>13}  (median, spread)")
-    for target, by_workload in rows.items():
-        for workload, runs in by_workload.items():
-            for run in runs:
-                errors += [f'{target} {workload}: {e}' for e in run['errors']]
-            entry = {}
-            for key in ('throughput_msg_s', 'p50_ms', 'p99_ms', 'cpu_s_per_1000_msg'):
-                entry[key], entry[key + '_spread'] = median_spread([r[key] for r in runs])
-            summary['workloads'].setdefault(workload, {})[target] = entry
-    for workload, by_target in summary['workloads'].items():
-        for target, e in by_target.items():
-            fmt = lambda v, spec: (format(v, spec) if v is not None else 'n/a')  # noqa: E731
-            print(f"{workload:28} {target:15} {fmt(e['throughput_msg_s'], '9.0f')} {fmt(e['p50_ms'], '8.2f')} "
-                  f"{fmt(e['p99_ms'], '8.2f')} {fmt(e['cpu_s_per_1000_msg'], '13.3f')}  "
-                  f"(±{fmt(e['throughput_msg_s_spread'], '.0f')} msg/s)")
-    print(f"\n{'registry':28} {'target':15} {'register':>9} {'status':>8} {'discover':>9}  (p50 ms)")
-    for target, runs in registry.items():
-        for run in runs:
-            errors += [f'{target} {run["workload"]}: {e}' for e in run['errors']]
-            print(f"{run['workload']:28} {target:15} {run['register_p50_ms']:9.2f} {run['status_p50_ms']:8.2f} "
-                  f"{run['discover_p50_ms']:9.2f}")
-    for target, cost in costs.items():
-        print(f"cost {target}: {cost['object_calls_per_msg']:.2f} object calls and "
-              f"{cost['rows_written_per_msg']:.2f} SQLite rows written per delivered message (send + GET /message)")
-    ratios = {}
-    for workload, by_target in summary['workloads'].items():
-        for ours in ('workerd', 'wrangler-dev'):
-            for reference in ('academy-memory', 'academy-redis'):
-                if ours in by_target and reference in by_target:
-                    a, b = by_target[ours], by_target[reference]
-                    ratio = lambda x, y: (x / y) if x and y else None  # noqa: E731
-                    ratios[f'{workload} | {ours} / {reference}'] = {
-                        'throughput': ratio(a['throughput_msg_s'], b['throughput_msg_s']),
-                        'p50': ratio(a['p50_ms'], b['p50_ms']),
-                        'cpu_per_msg': ratio(a['cpu_s_per_1000_msg'], b['cpu_s_per_1000_msg']),
-                    }
-    summary['ratios'] = ratios
-    print('\nratios (ours / reference): throughput, p50, CPU per message')
-    for key, r in ratios.items():
-        fmt = lambda v: f'{v:.2f}' if v is not None else 'n/a'  # noqa: E731
-        print(f"  {key:70} {fmt(r['throughput'])}  {fmt(r['p50'])}  {fmt(r['cpu_per_msg'])}")
-    out = Path(__file__).resolve().parent / 'results' / ('smoke.json' if smoke else 'latest.json')
+    retried = sum(sum(r['server_5xx_retried'].values()) for r in records)
+    if retried:
+        print(f'\nnote: {retried} 5xx answer(s) were retried by the client (see server_5xx_retried in the JSON)')
+    errors = failures + [e for r in records for e in r['errors']]
+    errors += [e for c in costs.values() for e in c.get('errors', [])]
+    summary = report.summarize(records)
+    ratio_table = report.ratios(summary)
+    report.print_table(summary, costs)
+    report.print_ratios(ratio_table)
+    markdown = report.markdown(summary, [t.name for t in started])
+    elapsed = time.monotonic() - began
+    result = {
+        'mode': mode,
+        'machine': report.machine(),
+        'settings': asdict(settings),
+        'targets': [t.name for t in started],
+        'worker_build': build,
+        'elapsed_s': round(elapsed, 1),
+        'load_average_at_start': load,
+        'warm_up': warm_up,
+        'setup': setup,
+        'summary': summary,
+        'ratios': ratio_table,
+        'cost': costs,
+        'records': records,
+        'errors': errors,
+    }
+    out = BENCH / 'results' / ('latest.json' if mode == 'full' else 'smoke.json')
     out.parent.mkdir(exist_ok=True)
-    summary['errors'] = errors
-    out.write_text(json.dumps(summary, indent=2))
-    print(f'\nwrote {out}')
+    out.write_text(json.dumps(result, indent=1, default=str) + '\n')
+    if mode == 'full':
+        (BENCH / 'results' / 'latest.md').write_text(markdown)
+    print(f'\nwrote {out.relative_to(BENCH.parent)} ({mode}, {elapsed:.0f} s)')
     if errors:
-        print('\nDELIVERY ERRORS:\n  ' + '\n  '.join(errors[:50]))
+        print(f'\nFAILED: {len(errors)} error(s) (loss, duplication, reordering or a failed target):')
+        for error in errors[:50]:
+            print(f'  {error}')
         return 1
-    print('every message arrived exactly once, in per-sender order')
+    print('every message arrived exactly once and in per-sender order')
     return 0
 
 

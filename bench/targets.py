@@ -1,153 +1,262 @@
-"""The exchanges under test, each started on a free 127.0.0.1 port and stopped by
-its process group (only processes started here are ever stopped)."""
+"""The exchanges under test.
+
+Each target is started on a free 127.0.0.1 port in its own session and stopped
+through its own process group, using the black-box test harness
+(``tests/blackbox/harness.py``): ``ExchangeProcess`` already knows how to start
+``wrangler dev`` and academy's server and how to stop them; the two targets it
+does not know (workerd without the dev proxy, academy's Redis backend) are
+small subclasses that only change the command line.
+
+A target's CPU time is the user + system time of every live process in its
+process groups (a Redis-backed target counts redis-server too).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
+import tomllib
 from pathlib import Path
 
-import requests
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / 'tests' / 'blackbox'))
 
-REPO = Path(__file__).resolve().parents[1]
-QUIET_WRANGLER = {
-    'EXCHANGE_SKIP_BUILD': '1',
-    'CLOUDFLARE_CF_FETCH_ENABLED': 'false',
-    'WRANGLER_SEND_METRICS': 'false',
-    'WRANGLER_HIDE_BANNER': 'true',
-    'CI': 'true',
-    'NO_COLOR': '1',
+import harness  # noqa: E402  (the black-box test harness, reused as is)
+
+# Settings every target runs with: upstream's defaults, and the worker's
+# production keep-alive (the tests use 1 s to exercise it; here it is noise).
+LISTEN_TIMEOUT_S = 60
+WORKER_VARS = {
+    'LISTEN_TIMEOUT_S': str(LISTEN_TIMEOUT_S),
+    'SSE_KEEPALIVE_S': '15',
+    'EXCHANGE_COST_HEADERS': '1',
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+def wrangler_config() -> dict:
+    return tomllib.loads((REPO / 'wrangler.toml').read_text())
+
+
+def worker_vars() -> dict[str, str]:
+    """``[vars]`` of wrangler.toml with the benchmark's overrides on top."""
+    return {**{k: str(v) for k, v in wrangler_config().get('vars', {}).items()}, **WORKER_VARS}
+
+
+def snapshot_build(dest: Path) -> dict[str, str]:
+    """Copy the built Worker (build/) to ``dest``: both worker targets serve this
+    copy, so a rebuild (or a src/ edit that ``wrangler dev`` would notice)
+    during the run changes nothing. Returns the copy's fingerprint."""
+    if not (REPO / 'build' / 'index.js').exists():
+        raise RuntimeError('build/ is missing: run scripts/build.sh first')
+    shutil.copytree(REPO / 'build', dest)
+    wasm = dest / 'index_bg.wasm'
+    return {
+        'built_at': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(wasm.stat().st_mtime)),
+        'wasm_sha256': hashlib.sha256(wasm.read_bytes()).hexdigest()[:16],
+        'wasm_bytes': str(wasm.stat().st_size),
+    }
+
+
+class WorkerdDirectProcess(harness.ExchangeProcess):
+    """The built Worker served by workerd through Miniflare's API
+    (``bench/serve_workerd.mjs``): no ``wrangler dev`` proxy in front."""
+
+    def __init__(self, build_dir: Path, **kwargs) -> None:
+        super().__init__('worker', **kwargs)
+        self.build_dir = build_dir
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        cmd = [
+            'node',
+            str(BENCH / 'serve_workerd.mjs'),
+            '--script',
+            str(self.build_dir / 'index.js'),
+            '--port',
+            str(self.port),
+            '--persist',
+            str(self.persist_dir),
+            '--vars',
+            json.dumps(worker_vars()),
+            '--compatibility-date',
+            wrangler_config()['compatibility_date'],
+        ]
+        return cmd, dict(os.environ), REPO
+
+
+class WranglerDevProcess(harness.ExchangeProcess):
+    """``wrangler dev`` exactly as the black-box tests start it, except that its
+    config (written next to its state) serves the build snapshot and has no
+    ``[build]`` step, so wrangler neither rebuilds nor restarts when src/ changes."""
+
+    def __init__(self, build_dir: Path, **kwargs) -> None:
+        super().__init__('worker', vars=WORKER_VARS, **kwargs)
+        self.build_dir = build_dir
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        cmd, env, cwd = super()._command()
+        config = wrangler_config()
+        config.pop('build', None)
+        config['main'] = str(self.build_dir / 'worker' / 'shim.mjs')
+        path = self._own_tmp / 'wrangler.json'
+        path.write_text(json.dumps(config, indent=1))
+        cmd[cmd.index('--config') + 1] = str(path)
+        return cmd, env, cwd
+
+
+class AcademyRedisProcess(harness.ExchangeProcess):
+    """academy's server with its Redis backend, on an already started ``redis``."""
+
+    def __init__(self, redis: RedisProcess, **kwargs) -> None:
+        super().__init__('upstream', **kwargs)
+        self.redis = redis
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        config = self._own_tmp / 'exchange-redis.toml'
+        config.write_text(
+            harness.academy_config(
+                self.port,
+                ['kind = "redis"', 'hostname = "127.0.0.1"', f'port = {self.redis.port}'],
+            ),
+        )
+        cmd = [sys.executable, '-m', 'academy.exchange.cloud', '--config', str(config)]
+        return cmd, {**os.environ, 'PYTHONUNBUFFERED': '1'}, self._own_tmp
+
+
+class RedisProcess(harness.ExchangeProcess):
+    """A private redis-server: 127.0.0.1 only, no persistence."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('redis', **kwargs)
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        cmd = [
+            'redis-server',
+            '--bind',
+            '127.0.0.1',
+            '--port',
+            str(self.port),
+            '--save',
+            '',
+            '--appendonly',
+            'no',
+        ]
+        return cmd, dict(os.environ), self._own_tmp
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + harness.READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f'redis-server exited early; log:\n{self.log_tail()}')
+            try:
+                with socket.create_connection(('127.0.0.1', self.port), timeout=2) as s:
+                    s.sendall(b'PING\r\n')
+                    if s.recv(16).startswith(b'+PONG'):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f'redis-server not ready; log:\n{self.log_tail()}')
 
 
 class Target:
-    """One server process group. `name` labels results; `cost_headers` says
-    whether the worker reports object calls and rows written."""
+    """One exchange under test: its processes, URL and CPU accounting.
 
-    def __init__(self, name: str, cost_headers: bool = False) -> None:
+    ``ours`` marks this worker (its responses carry the cost headers).
+    """
+
+    def __init__(self, name: str, processes: list[harness.ExchangeProcess], ours: bool) -> None:
         self.name = name
-        self.cost_headers = cost_headers
-        self.tmp = Path(tempfile.mkdtemp(prefix=f'bench-{name}-'))
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.processes = processes  # started in order; the last one serves HTTP
+        self.ours = ours
 
-    def command(self) -> tuple[list[str], dict[str, str], Path]:
-        raise NotImplementedError
-
-    def _spawn(self, cmd: list[str], env: dict[str, str], cwd: Path, log: str) -> subprocess.Popen[bytes]:
-        out = open(self.tmp / log, 'wb')  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
+    @property
+    def url(self) -> str:
+        return self.processes[-1].url
 
     def start(self) -> Target:
-        cmd, env, cwd = self.command()
-        self._spawn(cmd, env, cwd, 'server.log')
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(self.url + '/mailbox', json={}, timeout=2)
-                return self
-            except requests.RequestException:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f'{self.name} did not start: {(self.tmp / "server.log").read_text()[-2000:]}')
+        try:
+            for process in self.processes:
+                process.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU of every live process in the target's groups."""
-        groups = {p.pid for p in self.procs}
-        ticks = 0
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.cleanup()
+
+    def process_groups(self) -> set[int]:
+        # start_new_session=True: each process leads its own group.
+        return {p.proc.pid for p in self.processes if p.proc is not None}
+
+    def _members(self) -> list[Path]:
+        """/proc entries of every live process in this target's groups."""
+        groups = self.process_groups()
+        members = []
         for entry in Path('/proc').iterdir():
             if not entry.name.isdigit():
                 continue
             try:
+                stat = (entry / 'stat').read_text()
+            except OSError:
+                continue  # exited meanwhile
+            # Fields after "(comm)": state ppid pgrp ... utime(14) stime(15).
+            if int(stat.rsplit(')', 1)[1].split()[2]) in groups:
+                members.append(entry)
+        return members
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of every live process in this target's groups."""
+        ticks = 0
+        for entry in self._members():
+            try:
                 fields = (entry / 'stat').read_text().rsplit(')', 1)[1].split()
             except OSError:
                 continue
-            if int(fields[2]) in groups:  # pgrp
-                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+            ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf('SC_CLK_TCK')
 
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(10)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    proc.wait(10)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def rss_mb(self) -> float:
+        """Resident memory of every live process in this target's groups."""
+        kib = 0
+        for entry in self._members():
+            try:
+                lines = (entry / 'status').read_text().splitlines()
+            except OSError:
+                continue
+            kib += sum(int(line.split()[1]) for line in lines if line.startswith('VmRSS:'))
+        return kib / 1024
 
 
-class WorkerdDirect(Target):
-    """The built Worker in workerd via Miniflare's API: no dev proxy."""
-
-    def __init__(self) -> None:
-        super().__init__('workerd', cost_headers=True)
-
-    def command(self):
-        return (['node', 'bench/serve_workerd.mjs', str(self.port), 'EXCHANGE_COST_HEADERS=1'], {}, REPO)
+def workerd_direct(log_dir: Path, build_dir: Path) -> Target:
+    return Target('workerd', [WorkerdDirectProcess(build_dir, log_dir=log_dir)], ours=True)
 
 
-class WranglerDev(Target):
-    def __init__(self) -> None:
-        super().__init__('wrangler-dev', cost_headers=True)
-
-    def command(self):
-        cmd = [str(REPO / 'node_modules/.bin/wrangler'), 'dev', '--ip', '127.0.0.1', '--port', str(self.port),
-               '--persist-to', str(self.tmp / 'state'), '--var', 'EXCHANGE_COST_HEADERS:1']
-        return cmd, QUIET_WRANGLER, REPO
+def wrangler_dev(log_dir: Path, build_dir: Path) -> Target:
+    return Target('wrangler-dev', [WranglerDevProcess(build_dir, log_dir=log_dir)], ours=True)
 
 
-class Academy(Target):
-    """academy's own aiohttp server; `redis_port` selects its Redis backend."""
-
-    def __init__(self, redis: bool = False) -> None:
-        super().__init__('academy-redis' if redis else 'academy-memory')
-        self.redis_port = free_port() if redis else None
-
-    def start(self) -> Target:
-        if self.redis_port is not None:
-            self._spawn(['redis-server', '--port', str(self.redis_port), '--bind', '127.0.0.1',
-                         '--save', '', '--appendonly', 'no'], {}, self.tmp, 'redis.log')
-            time.sleep(0.5)
-        return super().start()
-
-    def command(self):
-        backend = (
-            ['kind = "redis"', 'hostname = "127.0.0.1"', f'port = {self.redis_port}']
-            if self.redis_port else ['kind = "python"']
-        )
-        config = self.tmp / 'exchange.toml'
-        config.write_text('\n'.join([
-            'host = "127.0.0.1"', f'port = {self.port}', 'listen_timeout_s = 60', '',
-            '[backend]', *backend, '', '[logger]', 'level = "WARNING"', '',
-        ]))
-        return [sys.executable, '-m', 'academy.exchange.cloud', '--config', str(config)], {}, self.tmp
+def academy_memory(log_dir: Path, build_dir: Path) -> Target:
+    return Target('academy-memory', [harness.ExchangeProcess('upstream', log_dir=log_dir)], ours=False)
 
 
-def all_targets(with_redis: bool) -> list[type[Target] | tuple]:
-    targets: list = [WorkerdDirect, WranglerDev, lambda: Academy(redis=False)]
-    if with_redis:
-        targets.append(lambda: Academy(redis=True))
-    return targets
+def academy_redis(log_dir: Path, build_dir: Path) -> Target:
+    redis = RedisProcess(log_dir=log_dir)
+    server = AcademyRedisProcess(redis, log_dir=log_dir)
+    return Target('academy-redis', [redis, server], ours=False)
+
+
+# Name -> constructor, in the order of the first round.
+ALL = {
+    'workerd': workerd_direct,
+    'wrangler-dev': wrangler_dev,
+    'academy-memory': academy_memory,
+    'academy-redis': academy_redis,
+}

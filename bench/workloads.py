@@ -1,269 +1,504 @@
-"""The workloads, driven through academy-py 1.0.0's own HTTP transport.
+"""The workloads, driven through academy-py 1.0.0's own HTTP client.
 
-Every message carries a fresh tag; receivers check that each tag arrives exactly
-once and, per sender, in the order it was sent. Any loss, duplicate or reorder is
-counted and reported."""
+Messages are sent and received with ``HttpExchangeTransport`` (the transport
+under academy's ``ExchangeClient``: ``send`` is ``PUT /message``, ``listen`` is
+the ``GET /mailbox/listen`` event stream); registry operations use its
+``register_agent``, ``heartbeat_status`` (what ``ExchangeClient.status``
+calls) and ``discover``. Only bulk set-up (the registered population) and the
+cost probe use raw HTTP.
+
+Every message has a fresh tag. A :class:`Ledger` records who sent each tag and
+in which position, and checks on arrival that each tag arrives exactly once and,
+per sender, in the order sent; anything else is reported as an error.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import statistics
+import collections
+import json
+import math
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from academy.agent import Agent
-from academy.exchange.cloud.client import HttpExchangeTransport, _HttpConnectionInfo
-from academy.message import Header, Message, PingRequest
+from academy.exchange.cloud.client import HttpExchangeFactory, HttpExchangeTransport
+from academy.identifier import EntityId, UserId
+from academy.message import Message, PingRequest, SuccessResponse
 
-STEP_S = 60.0
+# Longest a single step (one send, one wait for a message) may take, and the
+# longest a whole workload may take. A workload that overruns is an error.
+STEP_TIMEOUT_S = 30.0
+WORKLOAD_TIMEOUT_S = 300.0
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 
 
-class BenchTarget(Agent):
-    """The class whose agents `discover` looks for."""
+# ------------------------------------------------------------------ results
 
 
 @dataclass
-class Result:
+class Outcome:
+    """What one workload run measured."""
+
     workload: str
-    messages: int = 0
+    messages: int = 0  # messages delivered (the unit of throughput and cost)
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Per-operation latencies, for the registry workload.
+    operations_ms: dict[str, list[float]] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
-        lat = sorted(self.latencies_ms)
-        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None  # noqa: E731
-        return {
-            'workload': self.workload,
-            'messages': self.messages,
-            'throughput_msg_s': self.messages / self.seconds if self.seconds else None,
-            'p50_ms': statistics.median(lat) if lat else None,
-            'p99_ms': pick(0.99),
-            'errors': self.errors,
-            **self.extra,
-        }
+    @property
+    def throughput(self) -> float | None:
+        return self.messages / self.seconds if self.seconds and self.messages else None
 
 
-async def transport(url: str) -> HttpExchangeTransport:
-    info = _HttpConnectionInfo(url=url, additional_headers={})
-    return await HttpExchangeTransport.new(connection_info=info, auth_method=None)
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def message(src, dest, kind: str = 'request', tag: uuid.UUID | None = None) -> Message[Any]:
-    header = Header(src=src, dest=dest, kind=kind, tag=tag or uuid.uuid4())
-    return Message(header=header, body=PingRequest())
+class Ledger:
+    """Exactly once and in per-sender order, for every tag sent."""
 
-
-class OrderCheck:
-    """Exactly once, in per-sender order."""
-
-    def __init__(self) -> None:
-        self.sent: dict[uuid.UUID, tuple[Any, int]] = {}
-        self.next_index: dict[Any, int] = {}
-        self.seen: set[uuid.UUID] = set()
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.origin: dict[uuid.UUID, tuple[Any, int]] = {}
+        self.sent_count: dict[Any, int] = {}
+        self.next_expected: dict[Any, int] = {}
+        self.arrived: set[uuid.UUID] = set()
         self.errors: list[str] = []
 
-    def sending(self, sender: Any, tag: uuid.UUID) -> None:
-        index = self.next_index.get(('sent', sender), 0)
-        self.next_index[('sent', sender)] = index + 1
-        self.sent[tag] = (sender, index)
+    def sent(self, sender: Any, tag: uuid.UUID) -> None:
+        index = self.sent_count.get(sender, 0)
+        self.sent_count[sender] = index + 1
+        self.origin[tag] = (sender, index)
 
-    def received(self, tag: uuid.UUID) -> None:
-        if tag in self.seen:
-            self.errors.append(f'duplicate {tag}')
+    def arrived_tag(self, tag: uuid.UUID) -> None:
+        if tag in self.arrived:
+            self.errors.append(f'{self.name}: duplicate message {tag}')
             return
-        if tag not in self.sent:
-            self.errors.append(f'unknown {tag}')
+        if tag not in self.origin:
+            self.errors.append(f'{self.name}: unexpected message {tag}')
             return
-        self.seen.add(tag)
-        sender, index = self.sent[tag]
-        expected = self.next_index.get(('got', sender), 0)
+        self.arrived.add(tag)
+        sender, index = self.origin[tag]
+        expected = self.next_expected.get(sender, 0)
         if index != expected:
-            self.errors.append(f'{sender}: got #{index}, expected #{expected}')
-        self.next_index[('got', sender)] = index + 1
+            self.errors.append(
+                f'{self.name}: sender {sender} message #{index} arrived when #{expected} was due (reordered)',
+            )
+        self.next_expected[sender] = max(expected, index + 1)
 
-    def finish(self) -> list[str]:
-        missing = len(self.sent) - len(self.seen)
-        return self.errors + ([f'{missing} message(s) lost'] if missing else [])
-
-
-async def receive(t: HttpExchangeTransport, count: int, on_message) -> None:
-    got = 0
-    async for msg in t.listen():
-        await on_message(msg)
-        got += 1
-        if got >= count:
-            return
+    def close(self) -> list[str]:
+        lost = len(self.origin) - len(self.arrived)
+        if lost:
+            self.errors.append(f'{self.name}: {lost} of {len(self.origin)} message(s) lost')
+        return self.errors
 
 
-async def self_round_trip(url: str, count: int) -> Result:
+# ------------------------------------------------------------ client helpers
+
+
+# 5xx answers seen by the client, which retries them once (academy's default):
+# not an error by themselves, but reported (a retried send that had in fact
+# been stored would show up as a duplicate).
+server_errors = collections.Counter()
+
+
+async def _count_5xx(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
+    if params.response.status >= 500:
+        server_errors[f'{params.method} {params.url.path} {params.response.status}'] += 1
+
+
+_TRACE = aiohttp.TraceConfig()
+_TRACE.on_request_end.append(_count_5xx)
+_TRACE.freeze()
+
+
+class Transport(HttpExchangeTransport):
+    """academy's HTTP transport, unchanged except for a hook counting 5xx answers."""
+
+    @classmethod
+    def create_session(cls, connection_info: Any) -> aiohttp.ClientSession:
+        session = super().create_session(connection_info)
+        session.trace_configs.append(_TRACE)  # no public way to add one to a built session
+        return session
+
+
+async def connect(url: str) -> HttpExchangeTransport:
+    """A new user mailbox and its transport, with HttpExchangeFactory's defaults
+    (one retry of 5xx after 1 s, 60 s listen requests), as ``create_user_client``
+    makes them."""
+    info = HttpExchangeFactory(url)._info  # the factory's connection settings
+    return await Transport.new(connection_info=info, auth_method=None)
+
+
+def request(src: EntityId, dest: EntityId) -> Message[PingRequest]:
+    return Message.create(src, dest, PingRequest())
+
+
+def response_to(message: Message[Any]) -> Message[SuccessResponse]:
+    return message.create_response(SuccessResponse())
+
+
+class Inbox:
+    """A transport's listen stream, read in the background into a queue."""
+
+    def __init__(self, transport: HttpExchangeTransport) -> None:
+        self.queue: asyncio.Queue[Message[Any]] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(transport.listen()))
+
+    async def _pump(self, stream: AsyncIterator[Message[Any]]) -> None:
+        async for message in stream:
+            self.queue.put_nowait(message)
+
+    async def next(self) -> Message[Any]:
+        get = asyncio.ensure_future(self.queue.get())
+        done, _ = await asyncio.wait({get, self._task}, timeout=STEP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        if get in done:
+            return get.result()
+        get.cancel()
+        if self._task in done:
+            raise RuntimeError(f'listen stream failed: {self._task.exception()!r}')
+        raise TimeoutError(f'no message within {STEP_TIMEOUT_S}s')
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def close_all(*transports: HttpExchangeTransport) -> None:
+    await asyncio.gather(*(t.close() for t in transports), return_exceptions=True)
+
+
+async def bounded(outcome: Outcome, body: Callable[[], Awaitable[None]]) -> None:
+    """Run ``body`` within WORKLOAD_TIMEOUT_S; failures become errors."""
+    try:
+        await asyncio.wait_for(body(), WORKLOAD_TIMEOUT_S)
+    except Exception as e:  # noqa: BLE001 - reported, and fails the run
+        outcome.errors.append(f'{outcome.workload}: {type(e).__name__}: {e}')
+
+
+# ----------------------------------------------------------------- workloads
+
+
+async def self_round_trip(url: str, count: int) -> Outcome:
     """(1) One client sends to itself and receives through listen, one at a time."""
-    result = Result('1 self round trip')
-    t = await transport(url)
-    check = OrderCheck()
-    stream = t.listen().__aiter__()
-    try:
+    outcome = Outcome('1 self round trip')
+    ledger = Ledger(outcome.workload)
+    client = await connect(url)
+    inbox = Inbox(client)
+
+    async def body() -> None:
         start = time.perf_counter()
         for _ in range(count):
-            msg = message(t.mailbox_id, t.mailbox_id)
-            check.sending('self', msg.tag)
+            message = request(client.mailbox_id, client.mailbox_id)
+            ledger.sent('self', message.tag)
             t0 = time.perf_counter()
-            await t.send(msg)
-            got = await asyncio.wait_for(stream.__anext__(), STEP_S)
-            result.latencies_ms.append((time.perf_counter() - t0) * 1000)
-            check.received(got.tag)
-        result.seconds = time.perf_counter() - start
-        result.messages = count
+            await client.send(message)
+            got = await inbox.next()
+            outcome.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            ledger.arrived_tag(got.tag)
+            outcome.messages += 1
+        outcome.seconds = time.perf_counter() - start
+
+    try:
+        await bounded(outcome, body)
     finally:
-        await stream.aclose()
-        await t.close()
-    result.errors = check.finish()
-    return result
+        await inbox.close()
+        await close_all(client)
+    outcome.errors += ledger.close()
+    return outcome
 
 
-async def request_response(url: str, pairs: int, in_flight: int) -> Result:
-    """(2) A requester keeps `in_flight` requests outstanding to a responder that
-    answers each through its own listen stream."""
-    result = Result(f'2 request/response K={in_flight}')
-    requester, responder = await transport(url), await transport(url)
-    requests_check, responses_check = OrderCheck(), OrderCheck()
+async def request_response(url: str, pairs: int, in_flight: int) -> Outcome:
+    """(2) ``in_flight`` callers share one requester mailbox; each sends a request
+    to a responder mailbox, waits for its response, and repeats (``pairs`` in
+    all). The responder answers every request it hears on its listen stream
+    with a response sent concurrently, as academy's agent runtime does. Both
+    directions are checked; each pair is two delivered messages."""
+    outcome = Outcome(f'2 request/response K={in_flight}')
+    requests_ledger = Ledger(outcome.workload + ' requests')
+    responses_ledger = Ledger(outcome.workload + ' responses')
+    requester, responder = await connect(url), await connect(url)
+    lane_of: dict[uuid.UUID, int] = {}
+    waiting: dict[uuid.UUID, asyncio.Future[Message[Any]]] = {}
+    per_lane = max(1, pairs // in_flight)
+    replies: set[asyncio.Task[None]] = set()  # response sends still under way
+
+    async def respond() -> None:
+        async for message in responder.listen():
+            requests_ledger.arrived_tag(message.tag)
+            reply = response_to(message)
+            responses_ledger.sent(lane_of.get(message.tag), reply.tag)
+            task = asyncio.create_task(responder.send(reply))
+            replies.add(task)
+            task.add_done_callback(replies.discard)
+
+    async def collect() -> None:
+        async for message in requester.listen():
+            responses_ledger.arrived_tag(message.tag)
+            future = waiting.pop(message.tag, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    async def lane(index: int) -> None:
+        for _ in range(per_lane):
+            message = request(requester.mailbox_id, responder.mailbox_id)
+            lane_of[message.tag] = index
+            requests_ledger.sent(index, message.tag)
+            future = asyncio.get_running_loop().create_future()
+            waiting[message.tag] = future
+            t0 = time.perf_counter()
+            await requester.send(message)
+            await asyncio.wait_for(future, STEP_TIMEOUT_S)
+            outcome.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            outcome.messages += 2
+
+    async def body() -> None:
+        start = time.perf_counter()
+        await asyncio.gather(*(lane(i) for i in range(in_flight)))
+        outcome.seconds = time.perf_counter() - start
+
+    listeners = [asyncio.create_task(respond()), asyncio.create_task(collect())]
+    try:
+        await bounded(outcome, body)
+        # A response can arrive before its PUT has been answered: let those finish.
+        if replies:
+            await asyncio.wait(set(replies), timeout=STEP_TIMEOUT_S)
+    finally:
+        for task in listeners + list(replies):
+            task.cancel()
+        await asyncio.gather(*listeners, *replies, return_exceptions=True)
+        await close_all(requester, responder)
+    outcome.errors += requests_ledger.close() + responses_ledger.close()
+    return outcome
+
+
+async def fan_in(url: str, senders: int, each: int) -> Outcome:
+    """(3) ``senders`` clients each send ``each`` requests, one after another, to
+    one mailbox, all at once; it receives them through listen. Latency is from
+    the start of a send to the message's arrival."""
+    outcome = Outcome(f'3 fan-in {senders} senders')
+    ledger = Ledger(outcome.workload)
+    sink = await connect(url)
+    sources = [await connect(url) for _ in range(senders)]
     sent_at: dict[uuid.UUID, float] = {}
-    window = asyncio.Semaphore(in_flight)
+    total = senders * each
 
-    async def answer(msg: Message[Any]) -> None:
-        requests_check.received(msg.tag)
-        response = message(responder.mailbox_id, msg.src, 'response', msg.tag)
-        responses_check.sending('responder', msg.tag)
-        await responder.send(response)
-
-    async def collect(msg: Message[Any]) -> None:
-        responses_check.received(msg.tag)
-        result.latencies_ms.append((time.perf_counter() - sent_at.pop(msg.tag)) * 1000)
-        window.release()
-
-    async def send_all() -> None:
-        for _ in range(pairs):
-            await window.acquire()
-            msg = message(requester.mailbox_id, responder.mailbox_id)
-            requests_check.sending('requester', msg.tag)
-            sent_at[msg.tag] = time.perf_counter()
-            await requester.send(msg)
-
-    try:
-        start = time.perf_counter()
-        await asyncio.wait_for(
-            asyncio.gather(send_all(), receive(responder, pairs, answer), receive(requester, pairs, collect)),
-            STEP_S * 5,
-        )
-        result.seconds = time.perf_counter() - start
-        result.messages = pairs * 2
-    except asyncio.TimeoutError:
-        result.errors.append('timed out')
-    finally:
-        await requester.close()
-        await responder.close()
-    result.errors += requests_check.finish() + responses_check.finish()
-    return result
-
-
-async def fan_in(url: str, senders: int, each: int) -> Result:
-    """(3) `senders` clients send to one mailbox at once; it receives via listen."""
-    result = Result(f'3 fan-in {senders} senders')
-    sink = await transport(url)
-    sources = [await transport(url) for _ in range(senders)]
-    check = OrderCheck()
-
-    async def send_from(i: int, source: HttpExchangeTransport) -> None:
+    async def send_from(index: int, source: HttpExchangeTransport) -> None:
         for _ in range(each):
-            msg = message(source.mailbox_id, sink.mailbox_id, 'response')
-            check.sending(i, msg.tag)
-            await source.send(msg)
+            message = request(source.mailbox_id, sink.mailbox_id)
+            ledger.sent(index, message.tag)
+            sent_at[message.tag] = time.perf_counter()
+            await source.send(message)
 
-    async def on_message(msg: Message[Any]) -> None:
-        check.received(msg.tag)
+    async def receive(inbox: Inbox) -> None:
+        for _ in range(total):
+            message = await inbox.next()
+            arrived = time.perf_counter()
+            ledger.arrived_tag(message.tag)
+            if message.tag in sent_at:
+                outcome.latencies_ms.append((arrived - sent_at[message.tag]) * 1000)
+            outcome.messages += 1
 
-    try:
+    inbox = Inbox(sink)
+
+    async def body() -> None:
         start = time.perf_counter()
-        await asyncio.wait_for(
-            asyncio.gather(receive(sink, senders * each, on_message),
-                           *(send_from(i, s) for i, s in enumerate(sources))),
-            STEP_S * 5,
-        )
-        result.seconds = time.perf_counter() - start
-        result.messages = senders * each
-    except asyncio.TimeoutError:
-        result.errors.append('timed out')
-    finally:
-        for t in [sink, *sources]:
-            await t.close()
-    result.errors += check.finish()
-    return result
+        await asyncio.gather(receive(inbox), *(send_from(i, s) for i, s in enumerate(sources)))
+        outcome.seconds = time.perf_counter() - start
 
-
-async def populate(url: str, agents: int) -> None:
-    """Registers `agents` filler agents (another class) with raw HTTP, 32 at once."""
-    async with aiohttp.ClientSession() as session:
-        semaphore = asyncio.Semaphore(32)
-
-        async def one() -> None:
-            async with semaphore:
-                aid = f'{{"uid": "{uuid.uuid4()}", "name": null, "role": "agent"}}'
-                async with session.post(url + '/mailbox', json={'mailbox': aid, 'agent': 'bench.Filler'}) as r:
-                    r.raise_for_status()
-
-        await asyncio.gather(*(one() for _ in range(agents)))
-
-
-async def registry(url: str, population: int, samples: int) -> Result:
-    """(4) register / status / discover latency with `population` agents registered
-    (10 of them of the discovered class)."""
-    result = Result(f'4 registry N={population}')
-    await populate(url, population - 10)
-    t = await transport(url)
     try:
-        for _ in range(10):
-            await t.register_agent(BenchTarget)
-        timings: dict[str, list[float]] = {'register': [], 'status': [], 'discover': []}
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            registration = await t.register_agent(BenchTarget)
-            t1 = time.perf_counter()
-            await t.heartbeat_status(registration.agent_id)
-            t2 = time.perf_counter()
-            found = await t.discover(BenchTarget, allow_subclasses=False)
-            t3 = time.perf_counter()
-            timings['register'].append((t1 - t0) * 1000)
-            timings['status'].append((t2 - t1) * 1000)
-            timings['discover'].append((t3 - t2) * 1000)
-            if registration.agent_id not in found:
-                result.errors.append('a registered agent was not discovered at once')
-        for name, values in timings.items():
-            result.extra[f'{name}_p50_ms'] = statistics.median(values)
+        await bounded(outcome, body)
     finally:
-        await t.close()
-    return result
+        await inbox.close()
+        await close_all(sink, *sources)
+    outcome.errors += ledger.close()
+    return outcome
 
 
-async def cost_per_message(url: str, count: int) -> dict[str, float]:
-    """Object calls and SQLite rows written per delivered message (raw send + GET
-    /message of request messages), from the worker's cost headers."""
+# ------------------------------------------------------------------ registry
+
+
+class Probe(Agent):
+    """The class ``discover`` looks for: PROBES agents among the population."""
+
+
+class Fresh(Agent):
+    """The class of the agents registered while measuring ``register``."""
+
+
+FILLER_CLASS = 'bench.Filler'  # the rest of the population (raw HTTP)
+PROBES = 10
+REGISTER_ATTEMPTS = 3
+
+
+class Population:
+    """The agents registered on one target: PROBES of class Probe (through the
+    client) and the rest of class bench.Filler (raw HTTP, concurrently, to keep
+    set-up time bounded)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.probes: set[uuid.UUID] = set()
+        self.fillers: set[uuid.UUID] = set()
+
+    @property
+    def size(self) -> int:
+        return len(self.probes) + len(self.fillers)
+
+    async def grow_to(self, size: int, concurrency: int = 32) -> None:
+        if not self.probes:
+            client = await connect(self.url)
+            try:
+                for _ in range(PROBES):
+                    self.probes.add((await client.register_agent(Probe)).agent_id.uid)
+            finally:
+                await client.close()
+        missing = size - self.size
+        if missing <= 0:
+            return
+        gate = asyncio.Semaphore(concurrency)
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector, timeout=HTTP_TIMEOUT) as session:
+
+            async def register_one() -> None:
+                uid = uuid.uuid4()
+                body = {
+                    'mailbox': json.dumps({'uid': str(uid), 'name': None, 'role': 'agent'}),
+                    'agent': FILLER_CLASS,
+                }
+                async with gate:
+                    # Creating a mailbox is idempotent: retry 5xx and dropped
+                    # connections, as the client would.
+                    for attempt in range(REGISTER_ATTEMPTS):
+                        try:
+                            async with session.post(self.url + '/mailbox', json=body) as r:
+                                if r.status == 200:
+                                    self.fillers.add(uid)
+                                    return
+                                problem = f'{r.status} {(await r.text())[:200]}'
+                                if r.status < 500:
+                                    raise RuntimeError(f'registering a filler agent: {problem}')
+                        except aiohttp.ClientConnectionError as e:
+                            problem = f'{type(e).__name__}: {e}'
+                        if attempt == REGISTER_ATTEMPTS - 1:
+                            raise RuntimeError(f'registering a filler agent: {problem}')
+                        server_errors[f'POST /mailbox (population): {problem[:60]}'] += 1
+                        await asyncio.sleep(1)
+
+            await asyncio.wait_for(
+                asyncio.gather(*(register_one() for _ in range(missing))),
+                WORKLOAD_TIMEOUT_S,
+            )
+
+
+async def registry(
+    population: Population,
+    samples: int,
+    discover_samples: int,
+    budget_s: float,
+) -> Outcome:
+    """(4) With ``population`` registered: ``samples`` x (register a new agent,
+    then its status), then up to ``discover_samples`` discovers of Probe (PROBES
+    matches) and of the filler class (every filler matches), each loop also
+    stopping after ``budget_s`` (at least one sample each). Every discover must
+    return exactly the expected agents."""
+    outcome = Outcome(f'4 registry N={population.size}')
+    ops: dict[str, list[float]] = {'register': [], 'status': [], 'discover': [], 'discover_all': []}
+    outcome.operations_ms = ops
+    client = await connect(population.url)
+
+    def check(name: str, found: tuple[Any, ...], expected: set[uuid.UUID]) -> None:
+        uids = [a.uid for a in found]
+        if len(uids) != len(set(uids)) or set(uids) != expected:
+            outcome.errors.append(
+                f'{outcome.workload}: {name} returned {len(uids)} agents '
+                f'({len(set(uids) & expected)} of the {len(expected)} expected)',
+            )
+
+    async def timed(name: str, call: Awaitable[Any]) -> Any:
+        t0 = time.perf_counter()
+        result = await asyncio.wait_for(call, STEP_TIMEOUT_S)
+        ops[name].append((time.perf_counter() - t0) * 1000)
+        return result
+
+    def within_budget(count: int) -> Iterator[int]:
+        """range(count), cut short once budget_s has passed (one at least)."""
+        deadline = time.monotonic() + budget_s
+        for i in range(count):
+            if i > 0 and time.monotonic() >= deadline:
+                return
+            yield i
+
+    async def body() -> None:
+        for _ in within_budget(samples):
+            registration = await timed('register', client.register_agent(Fresh))
+            heartbeat = await timed('status', client.heartbeat_status(registration.agent_id))
+            if heartbeat is not None:
+                outcome.errors.append(f'{outcome.workload}: new agent has a heartbeat: {heartbeat}')
+        for _ in within_budget(discover_samples):
+            found = await timed('discover', client.discover(Probe, allow_subclasses=False))
+            check('discover', found, population.probes)
+        for _ in within_budget(discover_samples):
+            found = await timed('discover_all', client.discover(FILLER_CLASS, allow_subclasses=False))
+            check('discover all', found, population.fillers)
+
+    try:
+        await bounded(outcome, body)
+    finally:
+        await client.close()
+    return outcome
+
+
+# ---------------------------------------------------------------------- cost
+
+
+async def worker_costs(url: str, count: int) -> dict[str, Any]:
+    """Durable Object calls and SQLite rows written per delivered message, from
+    the worker's cost headers: ``count`` request messages sent to one mailbox
+    and received with ``GET /message``, one at a time, both calls summed.
+    "n/a" when the worker does not send the headers."""
     calls = rows = 0
-    async with aiohttp.ClientSession() as session:
-        ids = [f'{{"uid": "{uuid.uuid4()}", "name": null, "role": "user"}}' for _ in range(2)]
-        for aid in ids:
-            async with session.post(url + '/mailbox', json={'mailbox': aid}) as r:
-                r.raise_for_status()
-        for _ in range(count):
-            text = (f'{{"header": {{"src": {ids[0]}, "dest": {ids[1]}, "tag": "{uuid.uuid4()}", '
-                    f'"kind": "request"}}, "body": {{"kind": "ping-request"}}}}')
-            for method, body in (('PUT', {'message': text}), ('GET', {'mailbox': ids[1], 'timeout': 5})):
-                path = '/message'
-                async with session.request(method, url + path, json=body) as r:
-                    r.raise_for_status()
-                    calls += int(r.headers['x-exchange-object-calls'])
-                    rows += int(r.headers['x-exchange-rows-written'])
-    return {'object_calls_per_msg': calls / count, 'rows_written_per_msg': rows / count}
+    ledger = Ledger('cost probe')
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+
+        async def call(method: str, path: str, body: dict[str, Any]) -> str:
+            nonlocal calls, rows
+            async with session.request(method, url + path, json=body) as r:
+                text = await r.text()
+                if r.status != 200:
+                    raise RuntimeError(f'{method} {path}: {r.status} {text}')
+                if 'x-exchange-object-calls' not in r.headers:
+                    raise LookupError('no cost headers')
+                calls += int(r.headers['x-exchange-object-calls'])
+                rows += int(r.headers['x-exchange-rows-written'])
+                return text
+
+        src, dest = UserId.new(), UserId.new()
+        try:
+            for mailbox in (src, dest):
+                await call('POST', '/mailbox', {'mailbox': mailbox.model_dump_json()})
+            calls = rows = 0  # count only the messages
+            for _ in range(count):
+                message = request(src, dest)
+                ledger.sent('src', message.tag)
+                await call('PUT', '/message', {'message': message.model_dump_json()})
+                text = await call('GET', '/message', {'mailbox': dest.model_dump_json(), 'timeout': 5})
+                ledger.arrived_tag(Message.model_validate_json(json.loads(text)['message']).tag)
+        except LookupError:
+            return {'object_calls_per_msg': 'n/a', 'rows_written_per_msg': 'n/a', 'errors': []}
+    return {
+        'object_calls_per_msg': calls / count,
+        'rows_written_per_msg': rows / count,
+        'errors': ledger.close(),
+    }

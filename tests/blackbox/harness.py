@@ -70,6 +70,24 @@ def _tail(path: Path, limit: int = 6000) -> str:
     return data[-limit:].decode('utf-8', 'replace')
 
 
+def academy_config(port: int, backend: list[str]) -> str:
+    """academy's server config: 127.0.0.1:``port``, the given ``[backend]`` lines."""
+    return '\n'.join(
+        [
+            'host = "127.0.0.1"',
+            f'port = {port}',
+            f'listen_timeout_s = {LISTEN_TIMEOUT_S}',
+            '',
+            '[backend]',
+            *backend,
+            '',
+            '[logger]',
+            'level = "WARNING"',
+            '',
+        ],
+    )
+
+
 class ExchangeProcess:
     """One exchange server process on a free 127.0.0.1 port.
 
@@ -147,20 +165,9 @@ class ExchangeProcess:
         # upstream: academy's own aiohttp server, in-memory backend.
         cfg = self._own_tmp / f'exchange-{self._starts}.toml'
         cfg.write_text(
-            '\n'.join(
-                [
-                    'host = "127.0.0.1"',
-                    f'port = {self.port}',
-                    f'listen_timeout_s = {LISTEN_TIMEOUT_S}',
-                    '',
-                    '[backend]',
-                    'kind = "python"',
-                    f'message_size_limit_kb = {MESSAGE_SIZE_LIMIT // 1024}',
-                    '',
-                    '[logger]',
-                    'level = "WARNING"',
-                    '',
-                ],
+            academy_config(
+                self.port,
+                ['kind = "python"', f'message_size_limit_kb = {MESSAGE_SIZE_LIMIT // 1024}'],
             ),
         )
         cmd = [sys.executable, '-m', 'academy.exchange.cloud', '--config', str(cfg)]

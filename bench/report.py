@@ -1,0 +1,224 @@
+"""Summaries of the per-round records: the table on stdout, the JSON file, the
+ratios of this worker to each reference, and a Markdown table for the README."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+OURS = ('workerd', 'wrangler-dev')
+REFERENCES = ('academy-memory', 'academy-redis')
+LABELS = {
+    'workerd': 'worker (workerd)',
+    'wrangler-dev': 'worker (wrangler dev)',
+    'academy-memory': 'academy (memory)',
+    'academy-redis': 'academy (Redis)',
+}
+MESSAGE_METRICS = ('throughput', 'p50_ms', 'p99_ms', 'server_cpu_s_per_1k', 'client_cpu_s_per_1k', 'cpu_steal_pct')
+REGISTRY_OPS = ('register', 'status', 'discover', 'discover_all')
+
+
+# ------------------------------------------------------------------ machine
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
+         if line.startswith('model name')),
+        platform.processor() or 'unknown',
+    )
+    mem_kib = next(
+        int(line.split()[1]) for line in Path('/proc/meminfo').read_text().splitlines()
+        if line.startswith('MemTotal:')
+    )
+    return {
+        'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+        'nproc': len(os.sched_getaffinity(0)),
+        'cpu_model': cpu,
+        'memory_gib': round(mem_kib / 2**20, 1),
+        'kernel': platform.release(),
+        'python': platform.python_version(),
+        'node': _version(['node', '--version']),
+    }
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return 'unknown'
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def median_range(values: list[float | None]) -> dict[str, float | None]:
+    """Median over rounds and the spread as min and max."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return {'median': None, 'min': None, 'max': None}
+    return {'median': statistics.median(present), 'min': min(present), 'max': max(present)}
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{workload: {target: {metric: median/min/max, 'rounds': n}}}."""
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for record in records:
+        grouped.setdefault(record['workload'], {}).setdefault(record['target'], []).append(record)
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for workload, by_target in grouped.items():
+        for target, runs in by_target.items():
+            entry: dict[str, Any] = {'rounds': len(runs)}
+            for metric in MESSAGE_METRICS:
+                entry[metric] = median_range([r.get(metric) for r in runs])
+            for op in REGISTRY_OPS:
+                if any(op in r.get('operations', {}) for r in runs):
+                    entry[op] = {
+                        'p50_ms': median_range([r['operations'][op]['p50_ms'] for r in runs]),
+                        'p99_ms': median_range([r['operations'][op]['p99_ms'] for r in runs]),
+                        'samples': sum(r['operations'][op]['samples'] for r in runs),
+                    }
+            summary.setdefault(workload, {})[target] = entry
+    return summary
+
+
+def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """ours / reference of the medians: throughput (>1: ours faster), p50 and
+    CPU per message (<1: ours faster / cheaper)."""
+    out: dict[str, dict[str, Any]] = {}
+    for workload, by_target in summary.items():
+        for ours in OURS:
+            for reference in REFERENCES:
+                if ours not in by_target or reference not in by_target:
+                    continue
+                a, b = by_target[ours], by_target[reference]
+                row: dict[str, Any] = {}
+                for metric in ('throughput', 'p50_ms', 'server_cpu_s_per_1k'):
+                    row[metric] = _ratio(a[metric]['median'], b[metric]['median'])
+                for op in REGISTRY_OPS:
+                    if op in a and op in b:
+                        row[op + '_p50_ms'] = _ratio(a[op]['p50_ms']['median'], b[op]['p50_ms']['median'])
+                out.setdefault(workload, {})[f'{ours} / {reference}'] = row
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+# ------------------------------------------------------------------- output
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return 'n/a'
+    if abs(value) >= 100:
+        return f'{value:.0f}'
+    return f'{value:.{digits}f}'
+
+
+def _cell(stat: dict[str, float | None], digits: int = 1) -> str:
+    """median [min–max]"""
+    if stat['median'] is None:
+        return 'n/a'
+    return f'{_num(stat["median"], digits)} [{_num(stat["min"], digits)}-{_num(stat["max"], digits)}]'
+
+
+def print_table(summary: dict[str, dict[str, dict[str, Any]]], costs: dict[str, Any]) -> None:
+    print('\nmedian over rounds [min-max]; CPU = seconds of CPU per 1,000 delivered messages;')
+    print('steal % = CPU time the hypervisor gave to other guests during the run (noise)')
+    head = (
+        f'{"workload":26} {"target":15} {"msg/s":>17} {"p50 ms":>17} {"p99 ms":>17} {"server CPU":>17} '
+        f'{"client CPU":>17} {"steal %":>8}'
+    )
+    print(head)
+    print('-' * len(head))
+    for workload, by_target in summary.items():
+        if workload.startswith('4 '):
+            continue
+        for target, e in by_target.items():
+            print(
+                f'{workload:26} {target:15} {_cell(e["throughput"], 0):>17} {_cell(e["p50_ms"], 2):>17} '
+                f'{_cell(e["p99_ms"], 2):>17} {_cell(e["server_cpu_s_per_1k"], 2):>17} '
+                f'{_cell(e["client_cpu_s_per_1k"], 2):>17} {_num(e["cpu_steal_pct"]["median"], 0):>8}',
+            )
+    print('\nregistry: p50 ms, median over rounds [min-max] (samples)')
+    head = f'{"workload":22} {"target":15} ' + ' '.join(f'{op:>24}' for op in REGISTRY_OPS)
+    print(head)
+    print('-' * len(head))
+    for workload, by_target in summary.items():
+        if not workload.startswith('4 '):
+            continue
+        for target, e in by_target.items():
+            cells = [
+                f'{_cell(e[op]["p50_ms"], 2)} ({e[op]["samples"]})' if op in e else 'n/a' for op in REGISTRY_OPS
+            ]
+            print(f'{workload:22} {target:15} ' + ' '.join(f'{c:>24}' for c in cells))
+    for target, cost in costs.items():
+        calls, rows = cost['object_calls_per_msg'], cost['rows_written_per_msg']
+        if calls == 'n/a':
+            print(f'\ncost {target}: object calls and rows written per message: n/a (no cost headers)')
+        else:
+            print(
+                f'\ncost {target}: {calls:.2f} Durable Object calls and {rows:.2f} SQLite rows written '
+                f'per delivered message (PUT /message + GET /message)',
+            )
+
+
+def print_ratios(table: dict[str, dict[str, Any]]) -> None:
+    print('\nratios, this worker / reference (medians): throughput (>1 faster), p50 and server CPU (<1 better)')
+    for workload, rows in table.items():
+        for pair, r in rows.items():
+            if workload.startswith('4 '):
+                cells = '  '.join(f'{op} {_num(r.get(op + "_p50_ms"), 2)}' for op in REGISTRY_OPS)
+            else:
+                cells = (
+                    f'throughput {_num(r["throughput"], 2)}  p50 {_num(r["p50_ms"], 2)}  '
+                    f'CPU/msg {_num(r["server_cpu_s_per_1k"], 2)}'
+                )
+            print(f'  {workload:26} {pair:30} {cells}')
+
+
+def markdown(summary: dict[str, dict[str, dict[str, Any]]], targets: list[str]) -> str:
+    """The README table: one column per target."""
+    cols = [t for t in ('workerd', 'wrangler-dev', 'academy-memory', 'academy-redis') if t in targets]
+    lines = [
+        '| workload | ' + ' | '.join(LABELS[t] for t in cols) + ' |',
+        '|---|' + '---|' * len(cols),
+    ]
+
+    def row(label: str, cell) -> None:
+        lines.append(f'| {label} | ' + ' | '.join(cell(t) for t in cols) + ' |')
+
+    for workload, by_target in summary.items():
+        if workload.startswith('4 '):
+            continue
+        row(
+            f'{workload}: msg/s (p50 / p99 ms)',
+            lambda t, w=by_target: (
+                f'{_num(w[t]["throughput"]["median"], 0)} ({_num(w[t]["p50_ms"]["median"], 1)} / '
+                f'{_num(w[t]["p99_ms"]["median"], 1)})' if t in w else 'n/a'
+            ),
+        )
+    for workload, by_target in summary.items():
+        if workload.startswith('4 '):
+            continue
+        row(
+            f'{workload}: server CPU s / 1k msg',
+            lambda t, w=by_target: _num(w[t]['server_cpu_s_per_1k']['median'], 2) if t in w else 'n/a',
+        )
+    for workload, by_target in summary.items():
+        if not workload.startswith('4 '):
+            continue
+        row(
+            f'{workload}: register / status / discover / discover all, p50 ms',
+            lambda t, w=by_target: ' / '.join(
+                _num(w[t][op]['p50_ms']['median'], 1) if t in w and op in w[t] else 'n/a' for op in REGISTRY_OPS
+            ),
+        )
+    return '\n'.join(lines) + '\n'
