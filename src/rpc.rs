@@ -28,10 +28,12 @@ pub enum MailboxCall {
         caller: Identity,
     },
     /// Queue `message` (its exact text). `caller` is `None` for the exchange's own
-    /// terminate replies.
+    /// terminate replies. `from_here`: the sender is this same mailbox, so its
+    /// [`MailboxCall::NoteSent`] bookkeeping is done in this call, saving a hop.
     Deliver {
         caller: Option<Identity>,
         message: String,
+        from_here: bool,
     },
     /// Sender-side bookkeeping after a delivery (outgoing / completed counts).
     NoteSent {

@@ -5,9 +5,9 @@
 
 use worker::{durable_object, Env, Request, Response, State};
 
-use super::outcome_response;
 use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteDirectory;
+use super::{outcome_response, read_call};
 use crate::core::directory::discover;
 use crate::protocol::error::ExchangeError;
 use crate::rpc::{DirectoryCall, Outcome, Reply};
@@ -34,13 +34,13 @@ impl worker::DurableObject for Directory {
         }
     }
 
-    async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
+    async fn fetch(&self, request: Request) -> worker::Result<Response> {
         let rows_before = rows_written_so_far();
-        let outcome: Outcome = match (&self.schema_error, request.json::<DirectoryCall>().await) {
+        let outcome: Outcome = match (&self.schema_error, read_call(&request).await) {
             (Some(error), _) => Err(ExchangeError::internal(format!(
                 "directory schema: {error}"
             ))),
-            (None, Err(error)) => Err(ExchangeError::internal(format!("directory call: {error}"))),
+            (None, Err(error)) => Err(error),
             (None, Ok(call)) => {
                 let mut store = SqliteDirectory(self.state.storage().sql());
                 match call {

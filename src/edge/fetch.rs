@@ -22,10 +22,25 @@ use crate::rpc::{DirectoryCall, MailboxCall, Reply};
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    match handle(&mut request, &env).await {
-        Ok(response) => Ok(response),
-        Err(error) => error_response(&error),
+    let costs = Costs::default();
+    let mut response = match handle(&mut request, &env, &costs).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error)?,
+    };
+    if costs.reported.get() {
+        // A streamed listen response passed through from the object has immutable
+        // headers; its costs are not reported, so a failure here is ignored.
+        let headers = response.headers_mut();
+        let _ = headers.set(
+            "x-exchange-object-calls",
+            &costs.object_calls.get().to_string(),
+        );
+        let _ = headers.set(
+            "x-exchange-rows-written",
+            &costs.rows_written.get().to_string(),
+        );
     }
+    Ok(response)
 }
 
 /// The one place an [`ExchangeError`] becomes HTTP. Server faults are logged with
@@ -50,19 +65,19 @@ fn error_response(error: &ExchangeError) -> worker::Result<Response> {
     Ok(response)
 }
 
-struct Objects {
+struct Objects<'a> {
     mailboxes: ObjectNamespace,
     directories: ObjectNamespace,
-    costs: Costs,
+    costs: &'a Costs,
 }
 
-impl Objects {
+impl Objects<'_> {
     async fn mailbox(&self, uid: Uuid, call: &MailboxCall) -> Result<Reply, ExchangeError> {
-        read_outcome(call_object(&self.costs, &self.mailboxes, &uid.to_string(), call).await?).await
+        read_outcome(call_object(self.costs, &self.mailboxes, &uid.to_string(), call).await?).await
     }
 
     async fn directory(&self, class: &str, call: &DirectoryCall) -> Result<Reply, ExchangeError> {
-        read_outcome(call_object(&self.costs, &self.directories, class, call).await?).await
+        read_outcome(call_object(self.costs, &self.directories, class, call).await?).await
     }
 
     /// Lists an agent under every class of its MRO, all before answering.
@@ -96,6 +111,7 @@ impl Objects {
             let call = MailboxCall::Deliver {
                 caller: None,
                 message: reply,
+                from_here: false,
             };
             match self.mailbox(requester.uid, &call).await {
                 // A requester that is gone needs no reply (as upstream).
@@ -132,7 +148,11 @@ fn empty() -> Result<Response, ExchangeError> {
     Response::empty().map_err(internal("response"))
 }
 
-async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeError> {
+async fn handle(
+    request: &mut Request,
+    env: &Env,
+    costs: &Costs,
+) -> Result<Response, ExchangeError> {
     // Settings come from [vars] and, for credentials, secrets; both are strings.
     let setting = |name: &str| {
         env.secret(name)
@@ -142,6 +162,7 @@ async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeEr
     };
     let config =
         Config::from_vars(setting).map_err(|reason| ExchangeError::Configuration { reason })?;
+    costs.reported.set(config.cost_headers);
     let auth = AuthSettings::from_vars(setting)
         .map_err(|reason| ExchangeError::Configuration { reason })?;
     let method = request.method().to_string();
@@ -184,30 +205,16 @@ async fn handle(request: &mut Request, env: &Env) -> Result<Response, ExchangeEr
         directories: env
             .durable_object("DIRECTORY")
             .map_err(internal("DIRECTORY binding"))?,
-        costs: Costs::default(),
+        costs,
     };
-    let mut response = dispatch(command, caller, &objects, &config).await?;
-    if config.cost_headers {
-        // A streamed listen response passed through from the object has immutable
-        // headers; its costs are not reported, so a failure here is ignored.
-        let headers = response.headers_mut();
-        let _ = headers.set(
-            "x-exchange-object-calls",
-            &objects.costs.object_calls.get().to_string(),
-        );
-        let _ = headers.set(
-            "x-exchange-rows-written",
-            &objects.costs.rows_written.get().to_string(),
-        );
-    }
-    Ok(response)
+    dispatch(command, caller, &objects, &config).await
 }
 
 /// Carries out one validated command.
 async fn dispatch(
     command: Command,
     caller: Identity,
-    objects: &Objects,
+    objects: &Objects<'_>,
     config: &Config,
 ) -> Result<Response, ExchangeError> {
     match command {
@@ -243,15 +250,19 @@ async fn dispatch(
         },
         Command::Send { message } => {
             let header = message.header;
+            let from_here = header.src.uid == header.dest.uid;
             let deliver = MailboxCall::Deliver {
                 caller: Some(caller),
                 message: message.text,
+                from_here,
             };
             objects.mailbox(header.dest.uid, &deliver).await?;
-            let src = header.src.uid;
-            objects
-                .mailbox(src, &MailboxCall::NoteSent { header })
-                .await?;
+            if !from_here {
+                let src = header.src.uid;
+                objects
+                    .mailbox(src, &MailboxCall::NoteSent { header })
+                    .await?;
+            }
             empty()
         }
         Command::Receive { mailbox, timeout_s } => {
@@ -270,7 +281,7 @@ async fn dispatch(
                 keepalive_s: config.sse_keepalive_s,
             };
             let response = call_object(
-                &objects.costs,
+                objects.costs,
                 &objects.mailboxes,
                 &mailbox.uid.to_string(),
                 &call,
@@ -284,7 +295,7 @@ async fn dispatch(
                 .is_some_and(|kind| kind.starts_with("text/event-stream"));
             if is_stream {
                 // Passed through unbuffered: the object's stream is the client's.
-                Ok(response)
+                Ok(Response::from(response))
             } else {
                 Err(match read_outcome(response).await {
                     Err(error) => error,

@@ -1,5 +1,6 @@
 //! The Durable Object of one mailbox (named by its uid). It owns the mailbox's
-//! SQLite (record, queue, in-flight requests, shares) and the in-memory waiters:
+//! SQLite (record, queue, in-flight requests, shares; the record and shares also
+//! cached in memory) and the in-memory waiters:
 //! a `GET /message` or listen stream with nothing to read parks a oneshot here,
 //! and the next delivery (or termination, or a released lease) wakes it at once.
 //! The object runs one event at a time, so no `RefCell` borrow is held over `await`.
@@ -11,11 +12,11 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 use futures::stream;
-use worker::{durable_object, Delay, Env, Headers, Request, Response, SqlStorage, State};
+use worker::{durable_object, Delay, Env, Headers, Request, Response, State};
 
 use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteMailbox;
-use super::{now_s, outcome_response};
+use super::{now_s, outcome_response, read_call};
 use crate::core::mailbox::{Leases, Mailbox as MailboxRules};
 use crate::core::permission::Identity;
 use crate::protocol::error::ExchangeError;
@@ -29,10 +30,8 @@ const RETRY_MS: u64 = 100;
 
 #[durable_object]
 pub struct Mailbox {
-    state: State,
+    store: SqliteMailbox,
     live: Rc<Live>,
-    /// Set if creating the tables failed; every call then reports it.
-    schema_error: Option<String>,
 }
 
 /// What exists only in memory, shared with open streams.
@@ -59,56 +58,46 @@ impl Live {
     }
 }
 
-fn rules(sql: &SqlStorage) -> MailboxRules<SqliteMailbox> {
-    MailboxRules::new(SqliteMailbox(sql.clone()))
-}
-
 impl worker::DurableObject for Mailbox {
     fn new(state: State, _env: Env) -> Self {
-        let schema_error = state
-            .storage()
-            .sql()
-            .exec(SqliteMailbox::SCHEMA, None)
-            .err()
-            .map(|error| error.to_string());
         Self {
-            state,
+            store: SqliteMailbox::new(state.storage().sql(), Rc::default()),
             live: Rc::default(),
-            schema_error,
         }
     }
 
-    async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
+    async fn fetch(&self, request: Request) -> worker::Result<Response> {
         let rows_before = rows_written_so_far();
-        let call = match (&self.schema_error, request.json::<MailboxCall>().await) {
-            (Some(error), _) => Err(format!("mailbox schema: {error}")),
-            (None, Err(error)) => Err(format!("mailbox call: {error}")),
-            (None, Ok(call)) => Ok(call),
-        };
-        let sql = self.state.storage().sql();
-        let outcome = match call {
-            Err(cause) => Err(ExchangeError::internal(cause)),
+        let outcome = match read_call(&request).await {
+            Err(error) => Err(error),
             Ok(MailboxCall::Receive { caller, timeout_s }) => {
-                self.receive(&sql, &caller, timeout_s).await
+                self.receive(&caller, timeout_s).await
             }
             Ok(MailboxCall::Listen {
                 caller,
                 timeout_s,
                 keepalive_s,
-            }) => match rules(&sql).ensure_active(&caller) {
-                Ok(()) => return listen(sql, self.live.clone(), caller, timeout_s, keepalive_s),
+            }) => match self.rules().ensure_active(&caller) {
+                Ok(()) => {
+                    let listener = Listener::new(self, caller, timeout_s, keepalive_s);
+                    return listener.into_response();
+                }
                 Err(error) => Err(error),
             },
-            Ok(call) => self.apply(&sql, call),
+            Ok(call) => self.apply(call),
         };
         outcome_response(&outcome, rows_before)
     }
 }
 
 impl Mailbox {
+    fn rules(&self) -> MailboxRules<SqliteMailbox> {
+        MailboxRules::new(self.store.clone())
+    }
+
     /// Every call that answers at once.
-    fn apply(&self, sql: &SqlStorage, call: MailboxCall) -> Outcome {
-        let mut mailbox = rules(sql);
+    fn apply(&self, call: MailboxCall) -> Outcome {
+        let mut mailbox = self.rules();
         let now = now_s();
         match call {
             MailboxCall::Create {
@@ -125,10 +114,17 @@ impl Mailbox {
                 self.live.wake_all();
                 Ok(Reply::Terminated(termination))
             }
-            MailboxCall::Deliver { caller, message } => {
+            MailboxCall::Deliver {
+                caller,
+                message,
+                from_here,
+            } => {
                 let message = IncomingMessage::parse(message)
                     .map_err(|reason| ExchangeError::field("message", reason))?;
                 mailbox.deliver(caller.as_ref(), &message, now)?;
+                if from_here {
+                    mailbox.note_sent(&message.header)?;
+                }
                 self.live.wake_all();
                 Ok(Reply::Done)
             }
@@ -154,10 +150,12 @@ impl Mailbox {
     }
 
     /// Long poll: answer with the oldest message, waiting up to `timeout_s` for one.
-    async fn receive(&self, sql: &SqlStorage, caller: &Identity, timeout_s: f64) -> Outcome {
+    async fn receive(&self, caller: &Identity, timeout_s: f64) -> Outcome {
         let deadline = now_s() + timeout_s;
         loop {
-            let taken = rules(sql).receive(caller, &mut self.live.leases.borrow_mut())?;
+            let taken = self
+                .rules()
+                .receive(caller, &mut self.live.leases.borrow_mut())?;
             if let Some(message) = taken {
                 return Ok(Reply::Message(message.text));
             }
@@ -175,7 +173,7 @@ impl Mailbox {
 /// One open listen stream's state. Dropping it (stream ended or client gone)
 /// releases a message it took but had not seen acknowledged, for the next reader.
 struct Listener {
-    sql: SqlStorage,
+    store: SqliteMailbox,
     live: Rc<Live>,
     caller: Identity,
     timeout_s: f64,
@@ -202,12 +200,25 @@ enum Step {
 }
 
 impl Listener {
+    fn new(mailbox: &Mailbox, caller: Identity, timeout_s: f64, keepalive_s: f64) -> Self {
+        Self {
+            store: mailbox.store.clone(),
+            live: mailbox.live.clone(),
+            caller,
+            timeout_s,
+            keepalive_s,
+            opened: false,
+            unacknowledged: None,
+            idle_deadline: now_s() + timeout_s,
+        }
+    }
+
     async fn next_chunk(&mut self) -> Step {
         if !self.opened {
             self.opened = true;
             return Step::Send(sse::preamble(RETRY_MS));
         }
-        let mut rules = rules(&self.sql);
+        let mut rules = MailboxRules::new(self.store.clone());
         if let Some(seq) = self.unacknowledged.take() {
             if let Err(error) = rules.acknowledge(seq, &mut self.live.leases.borrow_mut()) {
                 worker::console_error!("listen: acknowledging {seq} failed: {error:?}");
@@ -244,34 +255,22 @@ impl Listener {
     }
 }
 
-/// Opens the SSE stream: a first byte at once, then one event per message, keep-
-/// alives while idle, and the end after `timeout_s` without a message or when the
-/// mailbox is terminated.
-fn listen(
-    sql: SqlStorage,
-    live: Rc<Live>,
-    caller: Identity,
-    timeout_s: f64,
-    keepalive_s: f64,
-) -> worker::Result<Response> {
-    let listener = Listener {
-        sql,
-        live,
-        caller,
-        timeout_s,
-        keepalive_s,
-        opened: false,
-        unacknowledged: None,
-        idle_deadline: now_s() + timeout_s,
-    };
-    let chunks = stream::unfold(listener, |mut listener| async move {
-        match listener.next_chunk().await {
-            Step::Send(chunk) => Some((Ok::<Vec<u8>, worker::Error>(chunk.into_bytes()), listener)),
-            Step::End => None,
-        }
-    });
-    let headers = Headers::new();
-    headers.set("content-type", "text/event-stream")?;
-    headers.set("cache-control", "no-cache")?;
-    Ok(Response::from_stream(chunks)?.with_headers(headers))
+impl Listener {
+    /// The SSE stream: a first byte at once, then one event per message, keep-
+    /// alives while idle, and the end after `timeout_s` without a message or when
+    /// the mailbox is terminated.
+    fn into_response(self) -> worker::Result<Response> {
+        let chunks = stream::unfold(self, |mut listener| async move {
+            match listener.next_chunk().await {
+                Step::Send(chunk) => {
+                    Some((Ok::<Vec<u8>, worker::Error>(chunk.into_bytes()), listener))
+                }
+                Step::End => None,
+            }
+        });
+        let headers = Headers::new();
+        headers.set("content-type", "text/event-stream")?;
+        headers.set("cache-control", "no-cache")?;
+        Ok(Response::from_stream(chunks)?.with_headers(headers))
+    }
 }

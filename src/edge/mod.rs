@@ -10,7 +10,9 @@ mod sqlite;
 
 use std::cell::Cell;
 
-use worker::{Date, Method, ObjectNamespace, Request, RequestInit, Response};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{js_sys, web_sys, Date, ObjectNamespace, Response};
 
 use crate::protocol::error::ExchangeError;
 use crate::rpc::Outcome;
@@ -32,12 +34,14 @@ const ROWS_WRITTEN_HEADER: &str = "x-exchange-rows-written";
 /// Sent back as response headers when `EXCHANGE_COST_HEADERS` is set (benchmarks).
 #[derive(Default)]
 struct Costs {
+    /// Whether to report them (`EXCHANGE_COST_HEADERS`, once the settings are read).
+    pub(crate) reported: Cell<bool>,
     pub(crate) object_calls: Cell<u64>,
     pub(crate) rows_written: Cell<u64>,
 }
 
 impl Costs {
-    fn record(&self, response: &Response) {
+    fn record(&self, response: &web_sys::Response) {
         let rows = response
             .headers()
             .get(ROWS_WRITTEN_HEADER)
@@ -50,37 +54,69 @@ impl Costs {
     }
 }
 
+/// Any failure of a JavaScript call on the way to or from an object.
+fn js_internal(context: &str) -> impl Fn(JsValue) -> ExchangeError + '_ {
+    move |error| ExchangeError::internal(format!("{context}: {error:?}"))
+}
+
 /// Sends `call` (JSON) to the object `name` of `namespace`; returns its raw response.
+///
+/// Works on the runtime's own `Request`/`Response` rather than `worker`'s wrappers:
+/// those read a body chunk by chunk through a stream reader and copy headers and
+/// `cf` properties on every call, which showed up in CPU profiles as a large part
+/// of each object call.
 async fn call_object(
     costs: &Costs,
     namespace: &ObjectNamespace,
     name: &str,
     call: &impl serde::Serialize,
-) -> Result<Response, ExchangeError> {
+) -> Result<web_sys::Response, ExchangeError> {
     let body = serde_json::to_string(call).map_err(|e| ExchangeError::internal(e.to_string()))?;
-    let stub = namespace
-        .id_from_name(name)
-        .and_then(|id| id.get_stub())
-        .map_err(internal("object stub"))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let request =
-        Request::new_with_init("https://object/", &init).map_err(internal("object request"))?;
-    let response = stub
-        .fetch_with_request(request)
+    let stub: worker::worker_sys::DurableObject = namespace
+        .get_by_name(name)
+        .map_err(internal("object stub"))?
+        .into_rpc();
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(&body));
+    let request = web_sys::Request::new_with_str_and_init("https://object/", &init)
+        .map_err(js_internal("object request"))?;
+    let promise = stub
+        .fetch_with_request(&request)
+        .map_err(js_internal("object call"))?;
+    let response: web_sys::Response = JsFuture::from(promise)
         .await
-        .map_err(internal("object call"))?;
+        .map_err(js_internal("object call"))?
+        .unchecked_into();
     costs.record(&response);
     Ok(response)
 }
 
+/// A body read whole, in one call into the runtime.
+async fn body_text(promise: Result<js_sys::Promise, JsValue>) -> Result<String, ExchangeError> {
+    let text = JsFuture::from(promise.map_err(js_internal("body"))?)
+        .await
+        .map_err(js_internal("body"))?;
+    text.as_string()
+        .ok_or_else(|| ExchangeError::internal("body is not text"))
+}
+
 /// Reads an object's [`Outcome`] from its response.
-async fn read_outcome(mut response: Response) -> Outcome {
-    let text = response.text().await.map_err(internal("object reply"))?;
+async fn read_outcome(response: web_sys::Response) -> Outcome {
+    let text = body_text(response.text()).await?;
     serde_json::from_str::<Outcome>(&text).map_err(|e| {
         let start: String = text.chars().take(200).collect();
         ExchangeError::internal(format!("object reply: {e} in {start:?}"))
     })?
+}
+
+/// The call an object was sent, parsed with serde_json from the body text (not
+/// through a JavaScript object, which costs a runtime call per field).
+async fn read_call<T: serde::de::DeserializeOwned>(
+    request: &worker::Request,
+) -> Result<T, ExchangeError> {
+    let text = body_text(request.inner().text()).await?;
+    serde_json::from_str(&text).map_err(|e| ExchangeError::internal(format!("object call: {e}")))
 }
 
 /// An object's answer to the Worker, with the rows written since `rows_before`.

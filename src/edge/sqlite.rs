@@ -2,7 +2,8 @@
 //! and run inside the object's input gate; writes with no `await` between them
 //! commit together, and the object's reply waits until they are durable.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -11,8 +12,8 @@ use worker::{SqlStorage, SqlStorageValue};
 
 use crate::protocol::message::MessageHeader;
 use crate::store::{
-    DirectoryEntry, DirectoryStore, MailboxRecord, MailboxStore, QueuedMessage, StoreError,
-    StoreResult,
+    next_seq, DirectoryEntry, DirectoryStore, MailboxRecord, MailboxStore, QueuedMessage,
+    StoreError, StoreResult,
 };
 
 thread_local! {
@@ -64,17 +65,72 @@ fn count(db: &SqlStorage, sql: &str) -> StoreResult<u64> {
         .map_or(0, |row| row.n))
 }
 
-/// One mailbox's tables. `seq` is AUTOINCREMENT so event ids are never reused.
-pub struct SqliteMailbox(pub SqlStorage);
+/// What a mailbox object remembers of its own SQLite between calls, so the common
+/// calls read no rows. The object is its storage's only writer, so the copies stay
+/// true; a failed write forgets the copy it touched, and the next read refetches.
+#[derive(Default)]
+pub struct MailboxCache {
+    /// Whether the tables exist (`None`: not checked yet). They are made by the
+    /// first save, so asking about a mailbox that was never created leaves no
+    /// storage behind.
+    tables: Cell<Option<bool>>,
+    /// The record (`None`: not read yet; `Some(None)`: there is none).
+    record: RefCell<Option<Option<MailboxRecord>>>,
+    shares: RefCell<Option<Vec<String>>>,
+    /// The last sequence number pushed (`None`: not read yet).
+    last_seq: Cell<Option<u64>>,
+}
+
+/// One mailbox's tables, read through the object's [`MailboxCache`].
+#[derive(Clone)]
+pub struct SqliteMailbox {
+    sql: SqlStorage,
+    cache: Rc<MailboxCache>,
+}
 
 impl SqliteMailbox {
-    pub const SCHEMA: &'static str = "
+    const SCHEMA: &'static str = "
         CREATE TABLE IF NOT EXISTS mailbox (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS shares (group_id TEXT PRIMARY KEY) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS messages (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, enqueued_at REAL NOT NULL);
+            seq INTEGER PRIMARY KEY, text TEXT NOT NULL, enqueued_at REAL NOT NULL);
         CREATE TABLE IF NOT EXISTS in_flight (tag TEXT PRIMARY KEY, header TEXT NOT NULL) WITHOUT ROWID;
     ";
+
+    pub fn new(sql: SqlStorage, cache: Rc<MailboxCache>) -> Self {
+        Self { sql, cache }
+    }
+
+    fn tables_exist(&self) -> StoreResult<bool> {
+        if let Some(known) = self.cache.tables.get() {
+            return Ok(known);
+        }
+        let exist = count(
+            &self.sql,
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'mailbox'",
+        )? > 0;
+        self.cache.tables.set(Some(exist));
+        Ok(exist)
+    }
+
+    fn create_tables(&self) -> StoreResult<()> {
+        if !self.tables_exist()? {
+            execute(&self.sql, Self::SCHEMA, vec![])?;
+            self.cache.tables.set(Some(true));
+        }
+        Ok(())
+    }
+
+    /// Runs a write; if it fails, `forget` drops the cached copy it may have
+    /// made stale.
+    fn write(
+        &self,
+        sql: &str,
+        bindings: Vec<SqlStorageValue>,
+        forget: impl FnOnce(&MailboxCache),
+    ) -> StoreResult<()> {
+        execute(&self.sql, sql, bindings).inspect_err(|_| forget(&self.cache))
+    }
 }
 
 #[derive(Deserialize)]
@@ -100,61 +156,102 @@ struct HeaderRow {
 
 impl MailboxStore for SqliteMailbox {
     fn load(&self) -> StoreResult<Option<MailboxRecord>> {
-        let rows = query::<RecordRow>(&self.0, "SELECT record FROM mailbox WHERE id = 1", vec![])?;
-        rows.first().map(|row| from_json(&row.record)).transpose()
+        if let Some(record) = self.cache.record.borrow().as_ref() {
+            return Ok(record.clone());
+        }
+        let record = if self.tables_exist()? {
+            let rows =
+                query::<RecordRow>(&self.sql, "SELECT record FROM mailbox WHERE id = 1", vec![])?;
+            rows.first().map(|row| from_json(&row.record)).transpose()?
+        } else {
+            None
+        };
+        *self.cache.record.borrow_mut() = Some(record.clone());
+        Ok(record)
     }
 
     fn save(&mut self, record: &MailboxRecord) -> StoreResult<()> {
-        execute(
-            &self.0,
+        self.create_tables()?;
+        self.write(
             "INSERT OR REPLACE INTO mailbox (id, record) VALUES (1, ?)",
             vec![to_json(record)?.into()],
-        )
+            |cache| *cache.record.borrow_mut() = None,
+        )?;
+        *self.cache.record.borrow_mut() = Some(Some(record.clone()));
+        Ok(())
     }
 
     fn shares(&self) -> StoreResult<Vec<String>> {
-        let rows = query::<GroupRow>(
-            &self.0,
-            "SELECT group_id FROM shares ORDER BY group_id",
-            vec![],
-        )?;
-        Ok(rows.into_iter().map(|row| row.group_id).collect())
+        if let Some(shares) = self.cache.shares.borrow().as_ref() {
+            return Ok(shares.clone());
+        }
+        let shares: Vec<String> = if self.tables_exist()? {
+            query::<GroupRow>(
+                &self.sql,
+                "SELECT group_id FROM shares ORDER BY group_id",
+                vec![],
+            )?
+            .into_iter()
+            .map(|row| row.group_id)
+            .collect()
+        } else {
+            Vec::new()
+        };
+        *self.cache.shares.borrow_mut() = Some(shares.clone());
+        Ok(shares)
     }
 
     fn add_share(&mut self, group_id: &str) -> StoreResult<()> {
-        execute(
-            &self.0,
+        self.write(
             "INSERT OR IGNORE INTO shares (group_id) VALUES (?)",
             vec![group_id.into()],
-        )
+            |cache| *cache.shares.borrow_mut() = None,
+        )?;
+        if let Some(shares) = self.cache.shares.borrow_mut().as_mut() {
+            if let Err(at) = shares.binary_search_by(|held| held.as_str().cmp(group_id)) {
+                shares.insert(at, group_id.to_owned());
+            }
+        }
+        Ok(())
     }
 
     fn remove_share(&mut self, group_id: &str) -> StoreResult<()> {
-        execute(
-            &self.0,
+        self.write(
             "DELETE FROM shares WHERE group_id = ?",
             vec![group_id.into()],
-        )
+            |cache| *cache.shares.borrow_mut() = None,
+        )?;
+        if let Some(shares) = self.cache.shares.borrow_mut().as_mut() {
+            shares.retain(|held| held != group_id);
+        }
+        Ok(())
     }
 
     fn push(&mut self, text: &str, now: f64) -> StoreResult<u64> {
         #[derive(Deserialize)]
-        struct Seq {
-            seq: u64,
+        struct Last {
+            seq: Option<u64>,
         }
-        let rows = query::<Seq>(
-            &self.0,
-            "INSERT INTO messages (text, enqueued_at) VALUES (?, ?) RETURNING seq",
-            vec![text.into(), now.into()],
+        let last = match self.cache.last_seq.get() {
+            Some(last) => last,
+            None => query::<Last>(&self.sql, "SELECT MAX(seq) AS seq FROM messages", vec![])?
+                .first()
+                .and_then(|row| row.seq)
+                .unwrap_or(0),
+        };
+        let seq = next_seq(last, now);
+        self.write(
+            "INSERT INTO messages (seq, text, enqueued_at) VALUES (?, ?, ?)",
+            vec![(seq as i64).into(), text.into(), now.into()],
+            |cache| cache.last_seq.set(None),
         )?;
-        rows.first()
-            .map(|row| row.seq)
-            .ok_or_else(|| StoreError("insert returned no seq".into()))
+        self.cache.last_seq.set(Some(seq));
+        Ok(seq)
     }
 
     fn oldest(&self, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
         let rows = query::<MessageRow>(
-            &self.0,
+            &self.sql,
             "SELECT seq, text FROM messages ORDER BY seq LIMIT ?",
             vec![(limit as i64).into()],
         )?;
@@ -169,23 +266,23 @@ impl MailboxStore for SqliteMailbox {
 
     fn remove(&mut self, seq: u64) -> StoreResult<()> {
         execute(
-            &self.0,
+            &self.sql,
             "DELETE FROM messages WHERE seq = ?",
             vec![(seq as i64).into()],
         )
     }
 
     fn queued(&self) -> StoreResult<u64> {
-        count(&self.0, "SELECT COUNT(*) AS n FROM messages")
+        count(&self.sql, "SELECT COUNT(*) AS n FROM messages")
     }
 
     fn clear_queue(&mut self) -> StoreResult<()> {
-        execute(&self.0, "DELETE FROM messages", vec![])
+        execute(&self.sql, "DELETE FROM messages", vec![])
     }
 
     fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()> {
         execute(
-            &self.0,
+            &self.sql,
             "INSERT OR REPLACE INTO in_flight (tag, header) VALUES (?, ?)",
             vec![header.tag.to_string().into(), to_json(header)?.into()],
         )
@@ -193,7 +290,7 @@ impl MailboxStore for SqliteMailbox {
 
     fn complete_in_flight(&mut self, tag: Uuid) -> StoreResult<bool> {
         let removed = query::<HeaderRow>(
-            &self.0,
+            &self.sql,
             "DELETE FROM in_flight WHERE tag = ? RETURNING header",
             vec![tag.to_string().into()],
         )?;
@@ -201,22 +298,24 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn in_flight(&self) -> StoreResult<u64> {
-        count(&self.0, "SELECT COUNT(*) AS n FROM in_flight")
+        count(&self.sql, "SELECT COUNT(*) AS n FROM in_flight")
     }
 
     fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>> {
-        let rows = query::<HeaderRow>(&self.0, "DELETE FROM in_flight RETURNING header", vec![])?;
+        let rows = query::<HeaderRow>(&self.sql, "DELETE FROM in_flight RETURNING header", vec![])?;
         rows.iter().map(|row| from_json(&row.header)).collect()
     }
 }
 
-/// One class name's directory, in registration order.
+/// One class name's directory, in registration order: `position` is the rowid,
+/// and a new row always gets the largest plus one, so the order holds without
+/// `AUTOINCREMENT` (and the counter row it writes on every insert).
 pub struct SqliteDirectory(pub SqlStorage);
 
 impl SqliteDirectory {
     pub const SCHEMA: &'static str = "
         CREATE TABLE IF NOT EXISTS entries (
-            position INTEGER PRIMARY KEY AUTOINCREMENT,
+            position INTEGER PRIMARY KEY,
             uid TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, exact INTEGER NOT NULL,
             shares TEXT NOT NULL);
     ";

@@ -34,8 +34,8 @@ impl MailboxStore for MemoryMailbox {
         self.shares.remove(group_id);
         Ok(())
     }
-    fn push(&mut self, text: &str, _now: f64) -> StoreResult<u64> {
-        self.last_seq += 1;
+    fn push(&mut self, text: &str, now: f64) -> StoreResult<u64> {
+        self.last_seq = next_seq(self.last_seq, now);
         self.queue.insert(self.last_seq, text.to_owned());
         Ok(self.last_seq)
     }

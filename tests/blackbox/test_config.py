@@ -62,13 +62,33 @@ def test_cost_headers_count_object_calls_and_rows_written(exchange_factory) -> N
     sent = api.send(make_message(src, dest, kind='request'))
     assert sent.status_code == 200, sent.text
     # Queued at the destination, counted as outgoing at the sender: two objects.
+    # Rows: the message, the request in flight, the sender's counters.
     assert sent.headers['x-exchange-object-calls'] == '2'
-    assert int(sent.headers['x-exchange-rows-written']) >= 2
+    assert sent.headers['x-exchange-rows-written'] == '3'
 
     got = api.recv(dest, 5)
     assert got.status_code == 200, got.text
     assert got.headers['x-exchange-object-calls'] == '1'
-    assert int(got.headers['x-exchange-rows-written']) >= 1
+    assert got.headers['x-exchange-rows-written'] == '1'
+
+    # To its own mailbox, the sender's bookkeeping rides in the same object call.
+    to_self = api.send(make_message(src, src, kind='request'))
+    assert to_self.status_code == 200, to_self.text
+    assert to_self.headers['x-exchange-object-calls'] == '1'
+    assert to_self.headers['x-exchange-rows-written'] == '3'
+
+
+def test_cost_headers_are_on_error_answers_too(exchange_factory) -> None:
+    proc = exchange_factory(vars={'EXCHANGE_COST_HEADERS': 1})
+    api = Api(proc.url)
+    missing = api.recv(new_id(), 1)
+    assert missing.status_code == 404, missing.text
+    assert missing.headers['x-exchange-object-calls'] == '1'
+    # Looking at a mailbox that was never created writes nothing.
+    assert missing.headers['x-exchange-rows-written'] == '0'
+    bad = api.request('PUT', '/message', data=b'not json')
+    assert bad.status_code == 400, bad.text
+    assert bad.headers['x-exchange-object-calls'] == '0'
 
 
 def test_cost_headers_are_off_by_default(exchange) -> None:

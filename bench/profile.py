@@ -1,0 +1,129 @@
+"""Where the worker's CPU goes: workerd CPU per request, by kind of request.
+
+    python bench/profile.py [--requests N]
+
+Serves the built Worker from workerd directly (as the benchmark's ``workerd``
+target), then runs sequential loops of raw HTTP requests over one keep-alive
+connection and divides the CPU of workerd's process group (``/proc``) by the
+number of requests. Each kind isolates one part of the path:
+
+- ``unrouted``: a path no route has (404): the Worker alone, no object;
+- ``status``: ``GET /mailbox`` of an existing mailbox: one object call, no write;
+- ``status-missing``: the same for a mailbox never created;
+- ``send``: ``PUT /message`` to an existing mailbox (left queued);
+- ``receive``: ``GET /message`` of those queued messages;
+- ``self-send+receive`` and ``send+receive``: one delivered message end to end,
+  to the sender's own mailbox and to another's.
+
+Prints one table; nothing is written. Loops are bounded by ``--requests`` and
+every request has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / 'tests' / 'blackbox'))
+
+import harness  # noqa: E402
+import targets  # noqa: E402
+
+
+class Client:
+    """One keep-alive HTTP connection to 127.0.0.1."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+        self.costs = {'calls': 0, 'rows': 0}
+
+    def call(self, method: str, path: str, body: object | None = None, ok=(200,)) -> bytes:
+        payload = None if body is None else json.dumps(body)
+        headers = {'content-type': 'application/json'} if payload else {}
+        self.connection.request(method, path, body=payload, headers=headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status not in ok:
+            raise RuntimeError(f'{method} {path}: {response.status} {data[:200]!r}')
+        self.costs['calls'] += int(response.getheader('x-exchange-object-calls') or 0)
+        self.costs['rows'] += int(response.getheader('x-exchange-rows-written') or 0)
+        return data
+
+
+
+
+def measure(target: targets.Target, client: Client, requests: int, step) -> dict:
+    client.costs = {'calls': 0, 'rows': 0}
+    before, started = target.cpu_seconds(), time.perf_counter()
+    for _ in range(requests):
+        step()
+    wall = time.perf_counter() - started
+    cpu = target.cpu_seconds() - before
+    return {
+        'cpu_ms': 1000 * cpu / requests,
+        'wall_ms': 1000 * wall / requests,
+        'calls': client.costs['calls'] / requests,
+        'rows': client.costs['rows'] / requests,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--requests', type=int, default=400)
+    args = parser.parse_args()
+    n = args.requests
+
+    with tempfile.TemporaryDirectory(prefix='exchange-profile-') as tmp:
+        build = Path(tmp) / 'build'
+        targets.snapshot_build(build)
+        target = targets.workerd_direct(Path(tmp), build).start()
+        try:
+            client = Client(target.processes[-1].port)
+            me, other = harness.new_id(), harness.new_id()
+            for entity in (me, other):
+                client.call('POST', '/mailbox', {'mailbox': entity})
+
+            def send(dest: str) -> None:
+                client.call('PUT', '/message', {'message': harness.make_message(me, dest)})
+
+            def receive(mailbox: str) -> None:
+                client.call('GET', '/message', {'mailbox': mailbox, 'timeout': 5})
+
+            kinds = {
+                'unrouted': lambda: client.call('GET', '/nowhere', ok=(404,)),
+                'status': lambda: client.call('GET', '/mailbox', {'mailbox': me}),
+                'status-missing': lambda: client.call(
+                    'GET', '/mailbox', {'mailbox': harness.new_id()},
+                ),
+                'send': lambda: send(other),
+                'receive': lambda: receive(other),
+                'self-send+receive': lambda: (send(me), receive(me)),
+                'send+receive': lambda: (send(other), receive(other)),
+            }
+            # Warm up: workerd runs a new Worker slowly for its first few hundred
+            # requests.
+            for _ in range(300):
+                send(other), receive(other)
+            rows = {kind: measure(target, client, n, step) for kind, step in kinds.items()}
+        finally:
+            target.stop()
+
+    print(f'workerd CPU per request (or per delivered message), {n} sequential requests each')
+    print(f'{"kind":<20} {"cpu ms":>8} {"wall ms":>8} {"obj calls":>10} {"rows":>6}')
+    for kind, row in rows.items():
+        print(
+            f'{kind:<20} {row["cpu_ms"]:>8.2f} {row["wall_ms"]:>8.2f} '
+            f'{row["calls"]:>10.2f} {row["rows"]:>6.2f}',
+        )
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
