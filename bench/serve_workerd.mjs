@@ -1,0 +1,61 @@
+// Serves the built Worker (build/index.js + its wasm) from workerd through
+// Miniflare's API, with no `wrangler dev` proxy in front: the benchmark's
+// "workerd-direct" target. Durable Objects are SQLite-backed and persisted
+// under --persist (as `wrangler dev --persist-to` does).
+//
+//   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/index.js]
+//                                [--vars JSON] [--compatibility-date YYYY-MM-DD]
+//
+// Binds 127.0.0.1 only, prints "ready <url>" once serving, and shuts
+// workerd down on SIGTERM/SIGINT.
+import { Miniflare } from 'miniflare';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({
+  options: {
+    port: { type: 'string' },
+    script: { type: 'string', default: path.join(repo, 'build', 'index.js') },
+    persist: { type: 'string' },
+    vars: { type: 'string', default: '{}' },
+    'compatibility-date': { type: 'string', default: '2026-04-01' },
+  },
+});
+if (!values.port || !values.persist) {
+  console.error('usage: serve_workerd.mjs --port N --persist DIR [--vars JSON]');
+  process.exit(2);
+}
+
+const mf = new Miniflare({
+  host: '127.0.0.1',
+  port: Number(values.port),
+  modules: true,
+  scriptPath: path.resolve(values.script),
+  modulesRoot: path.dirname(path.resolve(values.script)),
+  modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
+  compatibilityDate: values['compatibility-date'],
+  bindings: JSON.parse(values.vars),
+  durableObjects: {
+    MAILBOX: { className: 'Mailbox', useSQLite: true },
+    DIRECTORY: { className: 'Directory', useSQLite: true },
+  },
+  durableObjectsPersist: values.persist,
+});
+
+const url = await mf.ready;
+console.log(`ready ${url}`);
+
+let stopping = false;
+async function stop() {
+  if (stopping) return;
+  stopping = true;
+  try {
+    await mf.dispose();
+  } finally {
+    process.exit(0);
+  }
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
