@@ -151,6 +151,16 @@ ENDPOINTS = (INTROSPECT, DEPENDENT, MY_GROUPS)
 OUTAGE_MODES = ('error', 'slow', 'drop')
 
 
+class StartStop:
+    """``with fake:`` starts it and stops it again."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
 class GlobusToken:
     """What Globus knows about one bearer token."""
@@ -164,7 +174,7 @@ class GlobusToken:
     identity_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-class FakeGlobus:
+class FakeGlobus(StartStop):
     """Globus Auth + Groups API.
 
     Args:
@@ -218,12 +228,6 @@ class FakeGlobus:
         self._auth.stop()
         if self._groups is not None:
             self._groups.stop()
-
-    def __enter__(self) -> FakeGlobus:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def auth_url(self) -> str:
@@ -482,7 +486,7 @@ def new_signing_key(kid: str | None = None) -> SigningKey:
     )
 
 
-class FakeJwks:
+class FakeJwks(StartStop):
     """A Cloudflare Access team domain: its URL is the JWT issuer, and it
     publishes its signing keys at ``/cdn-cgi/access/certs``.
 
@@ -504,12 +508,6 @@ class FakeJwks:
 
     def stop(self) -> None:
         self._server.stop()
-
-    def __enter__(self) -> FakeJwks:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
