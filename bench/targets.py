@@ -36,6 +36,8 @@ WORKER_VARS = {
     'LISTEN_TIMEOUT_S': str(LISTEN_TIMEOUT_S),
     'SSE_KEEPALIVE_S': '15',
     'EXCHANGE_COST_HEADERS': '1',
+    # wrangler.toml leaves the choice to each deployment; the benchmark runs open.
+    'AUTH_METHOD': 'none',
 }
 
 

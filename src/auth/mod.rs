@@ -99,7 +99,10 @@ impl AuthSettings {
                 })
         };
         let method = match var("AUTH_METHOD").as_deref().map(str::trim) {
-            None | Some("" | "none") => AuthMethod::None,
+            // No default: a deployment that forgot to choose must not serve an open
+            // exchange (anyone could list, read and terminate every agent).
+            None | Some("") => return Err(UNSET_METHOD.to_owned()),
+            Some("none") => AuthMethod::None,
             Some("globus") => {
                 let client_id = required("GLOBUS_CLIENT_ID")?;
                 AuthMethod::Globus(globus::GlobusSettings {
@@ -138,6 +141,11 @@ impl AuthSettings {
         })
     }
 }
+
+/// Why an exchange with no `AUTH_METHOD` answers nothing but this error.
+const UNSET_METHOD: &str = "AUTH_METHOD must be set to one of none, globus, token, access \
+     (none serves an open exchange: anyone who reaches the URL can list, read and \
+     terminate every agent); see the README's Deploy section";
 
 /// A base URL without its trailing slash, so paths can be appended.
 fn base_url(value: Option<String>, default: &str) -> String {
@@ -182,12 +190,19 @@ mod tests {
     }
 
     #[test]
-    fn no_method_means_anonymous_callers() {
-        assert_eq!(settings(&[]).unwrap().method, AuthMethod::None);
+    fn none_chosen_on_purpose_means_anonymous_callers() {
         assert_eq!(
             settings(&[("AUTH_METHOD", "none")]).unwrap().method,
             AuthMethod::None
         );
+    }
+
+    #[test]
+    fn an_unset_or_blank_method_is_a_configuration_error_not_an_open_exchange() {
+        for pairs in [&[][..], &[("AUTH_METHOD", "")][..], &[("AUTH_METHOD", "  ")][..]] {
+            let error = settings(pairs).unwrap_err();
+            assert!(error.starts_with("AUTH_METHOD must be set"), "{error}");
+        }
     }
 
     #[test]
@@ -235,7 +250,7 @@ mod tests {
         assert!(settings(&[("AUTH_METHOD", "magic")])
             .unwrap_err()
             .contains("AUTH_METHOD"));
-        assert!(settings(&[("AUTH_CACHE_TTL_S", "-1")])
+        assert!(settings(&[("AUTH_METHOD", "none"), ("AUTH_CACHE_TTL_S", "-1")])
             .unwrap_err()
             .contains("AUTH_CACHE_TTL_S"));
         assert!(settings(&[("AUTH_METHOD", "token")])

@@ -92,12 +92,15 @@ class ExchangeProcess:
     """One exchange server process on a free 127.0.0.1 port.
 
     Args:
-        target: ``worker`` or ``upstream`` (default: ``EXCHANGE_TARGET``).
+        target: ``worker`` or ``upstream`` (default: ``EXCHANGE_TARGET``), or
+            ``dev-script``: the Worker started by ``scripts/dev.sh`` itself.
         persist_dir: Worker only: the ``--persist-to`` directory, so a test
             can stop the worker and start it again on the same storage.
             A fresh temporary directory when omitted.
         vars: Worker only: extra ``--var K:V`` settings (override the
-            defaults ``SSE_KEEPALIVE_S=1`` and ``LISTEN_TIMEOUT_S=60``).
+            defaults ``SSE_KEEPALIVE_S=1``, ``LISTEN_TIMEOUT_S=60`` and
+            ``AUTH_METHOD=none``; a value of None leaves that setting unset,
+            as a deployment that never chose it).
         log_dir: Where the output log goes (a temporary directory if None).
     """
 
@@ -119,9 +122,15 @@ class ExchangeProcess:
         self.vars: dict[str, str] = {
             'SSE_KEEPALIVE_S': '1',
             'LISTEN_TIMEOUT_S': str(LISTEN_TIMEOUT_S),
+            # Local runs choose "no authentication" here, where wrangler.toml
+            # (what `wrangler deploy` publishes) deliberately chooses nothing.
+            'AUTH_METHOD': 'none',
         }
         for k, v in (vars or {}).items():
-            self.vars[k] = str(v)
+            if v is None:
+                self.vars.pop(k, None)
+            else:
+                self.vars[k] = str(v)
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
@@ -148,6 +157,10 @@ class ExchangeProcess:
                 str(self.port),
                 '--persist-to',
                 str(self.persist_dir),
+                # Its own inspector port: the default (9229) is shared by every
+                # wrangler dev on the machine, and two starting at once collide.
+                '--inspector-port',
+                str(free_port()),
             ]
             for k, v in self.vars.items():
                 cmd += ['--var', f'{k}:{v}']
@@ -162,6 +175,20 @@ class ExchangeProcess:
                 },
             )
             return cmd, env, REPO
+        if self.target == 'dev-script':
+            # The README's first command, as a user runs it (its own defaults).
+            env.update(
+                {
+                    'EXCHANGE_PORT': str(self.port),
+                    'EXCHANGE_STATE_DIR': str(self.persist_dir),
+                    'EXCHANGE_SKIP_BUILD': '1',
+                    'CI': 'true',
+                    'NO_COLOR': '1',
+                },
+            )
+            env.pop('AUTH_METHOD', None)
+            command = ['bash', str(REPO / 'scripts' / 'dev.sh'), '--inspector-port', str(free_port())]
+            return command, env, REPO
         # upstream: academy's own aiohttp server, in-memory backend.
         cfg = self._own_tmp / f'exchange-{self._starts}.toml'
         cfg.write_text(
@@ -175,6 +202,18 @@ class ExchangeProcess:
         return cmd, env, self._own_tmp
 
     def start(self) -> ExchangeProcess:
+        """Start on a free port. A port picked free can be taken by another
+        process before ours binds it; then the start is tried again, on new
+        ports (at most three times)."""
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except RuntimeError as e:
+                if 'Address already in use' not in str(e) or attempt == 2:
+                    raise
+        raise AssertionError('unreachable')
+
+    def _start_once(self) -> ExchangeProcess:
         if self.proc is not None:
             raise RuntimeError('already started')
         self._starts += 1
@@ -228,6 +267,12 @@ class ExchangeProcess:
         if self._log_file is not None:
             self._log_file.flush()
         return _tail(self.log_path, limit) if self.log_path else ''
+
+    def kill(self) -> None:
+        """SIGKILL our whole process group at once: a crash, as `kill -9`."""
+        if self.proc is not None:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM our process group, wait up to 10 s, then SIGKILL the group.

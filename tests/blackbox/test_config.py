@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import pytest
 
+from harness import REPO
 from harness import Api
+from harness import ExchangeProcess
 from harness import make_message
 from harness import new_id
 
@@ -95,3 +99,71 @@ def test_cost_headers_are_off_by_default(exchange) -> None:
     api = Api(exchange.url)
     r = api.status(new_id())
     assert 'x-exchange-object-calls' not in r.headers
+
+
+def test_a_deployment_that_chose_no_auth_method_answers_only_the_configuration_error(
+    exchange_factory,
+) -> None:
+    # As `wrangler deploy` publishes wrangler.toml: no AUTH_METHOD at all.
+    proc = exchange_factory(vars={'AUTH_METHOD': None})
+    api = Api(proc.url)
+    mailbox = new_id('agent')
+    answers = [
+        api.create(mailbox, agent='m.A'),
+        api.status(mailbox),
+        api.send(make_message(new_id(), mailbox)),
+        api.recv(mailbox, 1),
+        api.request('GET', '/discover', json={'agent': 'm.A', 'allow_subclasses': True}),
+        api.request('GET', '/no/such/route'),
+    ]
+    for r in answers:
+        assert r.status_code == 500, r.text
+        assert r.text.startswith(
+            'Invalid exchange configuration: AUTH_METHOD must be set to one of '
+            'none, globus, token, access',
+        ), r.text
+    assert 'configuration: AUTH_METHOD must be set' in proc.log_tail()
+
+
+def test_the_deploy_build_publishes_no_auth_method(tmp_path) -> None:
+    env = dict(
+        os.environ,
+        EXCHANGE_SKIP_BUILD='1',
+        CLOUDFLARE_CF_FETCH_ENABLED='false',
+        WRANGLER_SEND_METRICS='false',
+        NO_COLOR='1',
+        CI='true',
+    )
+    done = subprocess.run(
+        [
+            str(REPO / 'node_modules' / '.bin' / 'wrangler'),
+            'deploy',
+            '--dry-run',
+            '--outdir',
+            str(tmp_path / 'out'),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert '--dry-run: exiting now.' in output, output
+    # The bindings it lists are what a deployment gets: the objects and the limits,
+    # and no authentication method (so the Worker refuses to serve until one is set).
+    assert 'env.MAILBOX' in output and 'env.LISTEN_TIMEOUT_S' in output, output
+    assert 'AUTH_METHOD' not in output, output
+
+
+def test_the_dev_script_serves_locally_without_authentication(tmp_path) -> None:
+    proc = ExchangeProcess('dev-script', log_dir=tmp_path / 'dev-log')
+    try:
+        proc.start()
+        api = Api(proc.url)
+        mailbox = api.new_mailbox()
+        assert api.status(mailbox).json() == {'status': 'ACTIVE'}
+    finally:
+        proc.cleanup()
