@@ -5,22 +5,27 @@
 //! ```text
 //! protocol/   the wire contract: entity ids, message headers, routes and fields,
 //!             errors → HTTP status and text (one place), config, SSE framing
-//! core/       the rules: mailbox state machine, permissions, stats, discovery;
-//!             takes `now`, does no I/O
 //! store/      synchronous storage traits the core runs on (+ in-memory, for tests)
-//! rpc         the calls the Worker makes on Durable Objects (serde types)
-//! edge/       wasm only: the fetch handler, one file per Durable Object
-//!             (Mailbox, Directory), the SQLite stores
+//! core/       the rules: mailbox state machine, listen sessions (which message a
+//!             waiting socket gets, confirmations, replay; the Worker's stream
+//!             deadlines), permissions, stats, discovery; takes `now`, no I/O
+//! auth/       who is calling: settings, bearer tokens, Globus and JWT rules
+//! rpc         the calls the Worker makes on Durable Objects, and the frames of
+//!             the sockets between them
+//! edge/       wasm only: the fetch handler, the Worker's side of listen streams
+//!             and long polls (`subscription`), one file per Durable Object
+//!             (Mailbox, Directory), the SQLite stores, authentication I/O
 //! ```
 //!
-//! Dependency rule: `protocol` ← `core` ← `store` ← `rpc` ← `edge`. Everything but
-//! `edge` is pure and tested natively with `cargo test`; `edge` is the only code that
-//! touches `worker` types, the clock or the network.
+//! Dependency rule: `protocol` ← `store` ← `core` ← `auth`, `rpc` ← `edge`.
+//! Everything but `edge` is pure and tested natively with `cargo test`; `edge` is
+//! the only code that touches `worker` types, the clock or the network.
 //!
-//! A request flows: Worker parses and validates it (`protocol::request`), then
-//! calls the object of the mailbox it names (`rpc::MailboxCall`), which applies the
-//! core rules over SQLite and, for `GET /message` and `/mailbox/listen`, waits in
-//! memory until a send to the same object wakes it.
+//! A request flows: the Worker parses and validates it (`protocol::request`),
+//! then calls the object of the mailbox it names (`rpc::MailboxCall`), which
+//! applies the core rules over SQLite. `GET /message` and `/mailbox/listen` wait
+//! in the Worker on a WebSocket to the object (`rpc::Subscribe`), which the object
+//! accepts with the hibernation API and pushes messages to when a send wakes it.
 
 pub mod auth;
 pub mod core;

@@ -30,24 +30,17 @@ pub enum MailboxCall {
     /// Queue `message` (its exact text). `caller` is `None` for the exchange's own
     /// terminate replies. `from_here`: the sender is this same mailbox, so its
     /// [`MailboxCall::NoteSent`] bookkeeping is done in this call, saving a hop.
+    ///
+    /// `replay_window_s`: how long delivered messages are kept for replay.
     Deliver {
         caller: Option<Identity>,
         message: String,
         from_here: bool,
+        replay_window_s: f64,
     },
     /// Sender-side bookkeeping after a delivery (outgoing / completed counts).
     NoteSent {
         header: MessageHeader,
-    },
-    Receive {
-        caller: Identity,
-        timeout_s: f64,
-    },
-    /// Answered with an SSE stream rather than a [`Reply`].
-    Listen {
-        caller: Identity,
-        timeout_s: f64,
-        keepalive_s: f64,
     },
     Heartbeat {
         caller: Identity,
@@ -70,6 +63,87 @@ pub enum MailboxCall {
         group_id: String,
     },
 }
+
+/// A listen stream or long poll asking a mailbox object for messages. Sent as a
+/// WebSocket upgrade request (JSON in the URL's `call` parameter: an upgrade is a
+/// GET, which has no body). The object answers with a socket that it accepts with
+/// the hibernation API or, when it can answer at once (an error, or a long poll
+/// with a message queued), with an [`Outcome`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscribe {
+    pub caller: Identity,
+    pub wait: Wait,
+    /// How long delivered messages are kept for replay (`REPLAY_WINDOW_S`).
+    pub replay_window_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// `GET /mailbox/listen`; `last_event_id` from the client's `Last-Event-Id`.
+    Stream { last_event_id: Option<u64> },
+    /// `GET /message`.
+    Poll,
+}
+
+/// What the mailbox object sends the Worker over a subscriber socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pushed {
+    /// A message for the client; the Worker confirms it once written.
+    Message { seq: u64, text: String },
+    /// The subscription is over (terminated, access lost, superseded).
+    End(ExchangeError),
+}
+
+impl Pushed {
+    /// `m<seq>\n<text>` or `e<error JSON>`: the message text travels as is, not
+    /// escaped inside JSON.
+    pub fn encode(&self) -> String {
+        match self {
+            Pushed::Message { seq, text } => format!("m{seq}\n{text}"),
+            Pushed::End(error) => match serde_json::to_string(error) {
+                Ok(json) => format!("e{json}"),
+                // Unreachable for these plain enums; an empty end still ends.
+                Err(_) => "e".to_owned(),
+            },
+        }
+    }
+
+    pub fn decode(frame: &str) -> Result<Self, String> {
+        if let Some(rest) = frame.strip_prefix('m') {
+            let (seq, text) = rest.split_once('\n').ok_or("message frame without text")?;
+            let seq = seq
+                .parse()
+                .map_err(|_| format!("bad sequence number {seq:?}"))?;
+            return Ok(Pushed::Message {
+                seq,
+                text: text.to_owned(),
+            });
+        }
+        if let Some(json) = frame.strip_prefix('e') {
+            return serde_json::from_str(json)
+                .map(Pushed::End)
+                .map_err(|e| format!("end frame: {e}"));
+        }
+        let start: String = frame.chars().take(20).collect();
+        Err(format!("unknown frame {start:?}"))
+    }
+}
+
+/// The Worker's confirmation that it wrote message `seq` to its client.
+pub fn confirmation(seq: u64) -> String {
+    format!("c{seq}")
+}
+
+/// Reads a [`confirmation`]; `None` for anything else.
+pub fn parse_confirmation(frame: &str) -> Option<u64> {
+    frame.strip_prefix('c')?.parse().ok()
+}
+
+/// Keep-alive the Worker sends over an idle socket; the runtime answers [`PONG`]
+/// itself, without waking a hibernating object.
+pub const PING: &str = "ping";
+pub const PONG: &str = "pong";
 
 /// An operation on one class name's discovery directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,18 +185,46 @@ mod tests {
 
     #[test]
     fn calls_and_outcomes_survive_json() {
-        let call = MailboxCall::Receive {
+        let call = Subscribe {
             caller: Identity::anonymous(),
-            timeout_s: 1.5,
+            wait: Wait::Stream {
+                last_event_id: Some(7),
+            },
+            replay_window_s: 60.0,
         };
         let json = serde_json::to_string(&call).unwrap();
-        assert_eq!(serde_json::from_str::<MailboxCall>(&json).unwrap(), call);
+        assert_eq!(serde_json::from_str::<Subscribe>(&json).unwrap(), call);
         for outcome in [
             Ok(Reply::Message("{\"x\": 1}".into())),
             Err(ExchangeError::Terminated),
         ] {
             let json = serde_json::to_string(&outcome).unwrap();
             assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+        }
+    }
+
+    #[test]
+    fn pushed_frames_round_trip_with_the_text_verbatim() {
+        for pushed in [
+            Pushed::Message {
+                seq: 1_763_700_000_123_000,
+                text: "{\"a\":\n \"b\"}".into(),
+            },
+            Pushed::End(ExchangeError::Terminated),
+            Pushed::End(ExchangeError::Forbidden),
+        ] {
+            assert_eq!(Pushed::decode(&pushed.encode()), Ok(pushed));
+        }
+        for bad in ["x", "m12", "mnope\n{}", "e{"] {
+            assert!(Pushed::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn confirmations_round_trip_and_nothing_else_parses_as_one() {
+        assert_eq!(parse_confirmation(&confirmation(42)), Some(42));
+        for other in [PING, PONG, "c", "c-1", "m1\n{}"] {
+            assert_eq!(parse_confirmation(other), None);
         }
     }
 }

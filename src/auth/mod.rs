@@ -199,7 +199,11 @@ mod tests {
 
     #[test]
     fn an_unset_or_blank_method_is_a_configuration_error_not_an_open_exchange() {
-        for pairs in [&[][..], &[("AUTH_METHOD", "")][..], &[("AUTH_METHOD", "  ")][..]] {
+        for pairs in [
+            &[][..],
+            &[("AUTH_METHOD", "")][..],
+            &[("AUTH_METHOD", "  ")][..],
+        ] {
             let error = settings(pairs).unwrap_err();
             assert!(error.starts_with("AUTH_METHOD must be set"), "{error}");
         }
@@ -250,9 +254,11 @@ mod tests {
         assert!(settings(&[("AUTH_METHOD", "magic")])
             .unwrap_err()
             .contains("AUTH_METHOD"));
-        assert!(settings(&[("AUTH_METHOD", "none"), ("AUTH_CACHE_TTL_S", "-1")])
-            .unwrap_err()
-            .contains("AUTH_CACHE_TTL_S"));
+        assert!(
+            settings(&[("AUTH_METHOD", "none"), ("AUTH_CACHE_TTL_S", "-1")])
+                .unwrap_err()
+                .contains("AUTH_CACHE_TTL_S")
+        );
         assert!(settings(&[("AUTH_METHOD", "token")])
             .unwrap_err()
             .contains("EXCHANGE_TOKENS"));

@@ -1,13 +1,8 @@
 //! One mailbox's state machine: create, terminate (gravestone), deliver, take and
-//! acknowledge, heartbeats, shares and stats — the rules of upstream's
+//! remove, heartbeats, shares and stats — the rules of upstream's
 //! `MailboxBackend`, over a [`MailboxStore`].
 //!
-//! Taking a message *leases* it; it leaves the store only when acknowledged. A
-//! listen stream acknowledges a message once the runtime asks for the next chunk
-//! (the previous one has been handed to the network) and releases what it still
-//! holds if the client goes away, so a broken stream loses nothing.
-
-use std::collections::BTreeSet;
+//! Listen streams and long polls that wait for messages are in [`super::listen`].
 
 use serde::{Deserialize, Serialize};
 
@@ -49,17 +44,6 @@ pub struct Termination {
     pub unregister: Option<Registration>,
 }
 
-/// Messages taken by open streams and not yet acknowledged. Held in memory by the
-/// object: if it is evicted, its leases vanish and the messages are delivered again.
-#[derive(Debug, Default)]
-pub struct Leases(BTreeSet<u64>);
-
-impl Leases {
-    pub fn release(&mut self, seq: u64) {
-        self.0.remove(&seq);
-    }
-}
-
 pub struct Mailbox<S> {
     store: S,
 }
@@ -67,6 +51,14 @@ pub struct Mailbox<S> {
 impl<S: MailboxStore> Mailbox<S> {
     pub fn new(store: S) -> Self {
         Self { store }
+    }
+
+    pub(super) fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub(super) fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     /// Creates the mailbox if it does not exist. Idempotent; a gravestone stays a
@@ -146,12 +138,14 @@ impl<S: MailboxStore> Mailbox<S> {
 
     /// Queues a message sent to this mailbox. `caller` is `None` for replies the
     /// exchange itself writes (they need no permission). Requests are remembered as
-    /// in flight until answered.
+    /// in flight until answered. A delivered message kept for replay longer than
+    /// `replay_window_s` may give its row to this one.
     pub fn deliver(
         &mut self,
         caller: Option<&Identity>,
         message: &IncomingMessage,
         now: f64,
+        replay_window_s: f64,
     ) -> Result<u64> {
         let record = self.store.load()?.ok_or(ExchangeError::UnknownMailbox)?;
         if let Some(caller) = caller {
@@ -160,7 +154,7 @@ impl<S: MailboxStore> Mailbox<S> {
         if record.terminated_at.is_some() {
             return Err(ExchangeError::Terminated);
         }
-        let seq = self.store.push(&message.text, now)?;
+        let seq = self.store.push(&message.text, now, now - replay_window_s)?;
         if message.header.kind == MessageKind::Request {
             self.store.add_in_flight(&message.header)?;
         }
@@ -192,40 +186,19 @@ impl<S: MailboxStore> Mailbox<S> {
         self.active_record(caller).map(|_| ())
     }
 
-    /// Leases the oldest message not leased already; `None` if there is none.
-    pub fn take(
-        &mut self,
-        caller: &Identity,
-        leases: &mut Leases,
-    ) -> Result<Option<QueuedMessage>> {
+    /// A `GET /message` answered at once: removes and returns the oldest queued
+    /// message that no socket holds (`leased`); `None` if there is none.
+    pub fn receive(&mut self, caller: &Identity, leased: &[u64]) -> Result<Option<QueuedMessage>> {
         self.active_record(caller)?;
-        let candidates = self.store.oldest(leases.0.len() + 1)?;
-        let next = candidates
+        let next = self
+            .store
+            .deliverable(None, leased.len() + 1)?
             .into_iter()
-            .find(|message| !leases.0.contains(&message.seq));
+            .find(|message| !leased.contains(&message.seq));
         if let Some(message) = &next {
-            leases.0.insert(message.seq);
+            self.store.remove(message.seq)?;
         }
         Ok(next)
-    }
-
-    /// Removes a delivered message for good.
-    pub fn acknowledge(&mut self, seq: u64, leases: &mut Leases) -> Result<()> {
-        leases.release(seq);
-        Ok(self.store.remove(seq)?)
-    }
-
-    /// Take and acknowledge at once: a `GET /message` answer is one response.
-    pub fn receive(
-        &mut self,
-        caller: &Identity,
-        leases: &mut Leases,
-    ) -> Result<Option<QueuedMessage>> {
-        let taken = self.take(caller, leases)?;
-        if let Some(message) = &taken {
-            self.acknowledge(message.seq, leases)?;
-        }
-        Ok(taken)
     }
 
     pub fn heartbeat(&mut self, caller: &Identity, now: f64) -> Result<()> {
@@ -331,6 +304,8 @@ mod tests {
     use crate::store::memory::MemoryMailbox;
     use uuid::Uuid;
 
+    const WINDOW: f64 = 60.0;
+
     fn alice() -> Identity {
         Identity {
             client_id: "alice".into(),
@@ -426,50 +401,53 @@ mod tests {
             .map(|_| message(&src, &dest, "response", Uuid::new_v4()))
             .collect();
         for item in &sent {
-            mailbox.deliver(Some(&alice()), item, 1.0).unwrap();
+            mailbox.deliver(Some(&alice()), item, 1.0, WINDOW).unwrap();
         }
-        let mut leases = Leases::default();
         for item in &sent {
-            let got = mailbox.receive(&alice(), &mut leases).unwrap().unwrap();
+            let got = mailbox.receive(&alice(), &[]).unwrap().unwrap();
             assert_eq!(got.text, item.text);
         }
-        assert_eq!(mailbox.receive(&alice(), &mut leases), Ok(None));
+        assert_eq!(mailbox.receive(&alice(), &[]), Ok(None));
     }
 
     #[test]
     fn sequence_numbers_increase_and_are_not_reused_after_the_queue_empties() {
         let (src, dest) = (entity(Role::User), entity(Role::User));
         let mut mailbox = created(&dest, &alice());
-        let mut leases = Leases::default();
         let first = mailbox
-            .deliver(None, &message(&src, &dest, "response", Uuid::new_v4()), 1.0)
+            .deliver(
+                None,
+                &message(&src, &dest, "response", Uuid::new_v4()),
+                1.0,
+                WINDOW,
+            )
             .unwrap();
-        mailbox.receive(&alice(), &mut leases).unwrap();
+        mailbox.receive(&alice(), &[]).unwrap();
         let second = mailbox
-            .deliver(None, &message(&src, &dest, "response", Uuid::new_v4()), 1.0)
+            .deliver(
+                None,
+                &message(&src, &dest, "response", Uuid::new_v4()),
+                1.0,
+                WINDOW,
+            )
             .unwrap();
         assert!(second > first);
     }
 
     #[test]
-    fn a_leased_message_is_skipped_by_other_takers_and_returns_when_released() {
+    fn a_receive_skips_messages_a_socket_holds() {
         let (src, dest) = (entity(Role::User), entity(Role::User));
         let mut mailbox = created(&dest, &alice());
         let one = message(&src, &dest, "response", Uuid::new_v4());
         let two = message(&src, &dest, "response", Uuid::new_v4());
-        mailbox.deliver(None, &one, 1.0).unwrap();
-        mailbox.deliver(None, &two, 1.0).unwrap();
-        let mut leases = Leases::default();
-        let first = mailbox.take(&alice(), &mut leases).unwrap().unwrap();
-        assert_eq!(first.text, one.text);
-        let second = mailbox.take(&alice(), &mut leases).unwrap().unwrap();
-        assert_eq!(second.text, two.text);
-        assert_eq!(mailbox.take(&alice(), &mut leases), Ok(None));
-        // The first stream broke before its message was acknowledged: it comes back.
-        leases.release(first.seq);
-        mailbox.acknowledge(second.seq, &mut leases).unwrap();
+        let held = mailbox.deliver(None, &one, 1.0, WINDOW).unwrap();
+        mailbox.deliver(None, &two, 1.0, WINDOW).unwrap();
+        let got = mailbox.receive(&alice(), &[held]).unwrap().unwrap();
+        assert_eq!(got.text, two.text);
+        assert_eq!(mailbox.receive(&alice(), &[held]), Ok(None));
+        // Released by its socket, it is received next.
         assert_eq!(
-            mailbox.take(&alice(), &mut leases).unwrap().unwrap().text,
+            mailbox.receive(&alice(), &[]).unwrap().unwrap().text,
             one.text
         );
     }
@@ -480,17 +458,17 @@ mod tests {
         let item = message(&src, &dest, "request", Uuid::new_v4());
         let mut unknown = Mailbox::new(MemoryMailbox::default());
         assert_eq!(
-            unknown.deliver(Some(&alice()), &item, 1.0),
+            unknown.deliver(Some(&alice()), &item, 1.0, WINDOW),
             Err(ExchangeError::UnknownMailbox)
         );
         let mut mailbox = created(&dest, &alice());
         assert_eq!(
-            mailbox.deliver(Some(&bob()), &item, 1.0),
+            mailbox.deliver(Some(&bob()), &item, 1.0, WINDOW),
             Err(ExchangeError::Forbidden)
         );
         mailbox.terminate(&alice(), 2.0).unwrap();
         assert_eq!(
-            mailbox.deliver(Some(&alice()), &item, 3.0),
+            mailbox.deliver(Some(&alice()), &item, 3.0, WINDOW),
             Err(ExchangeError::Terminated)
         );
     }
@@ -498,20 +476,16 @@ mod tests {
     #[test]
     fn taking_from_unknown_terminated_or_foreign_mailboxes_fails() {
         let id = entity(Role::User);
-        let mut leases = Leases::default();
         let mut unknown = Mailbox::new(MemoryMailbox::default());
         assert_eq!(
-            unknown.take(&alice(), &mut leases),
+            unknown.receive(&alice(), &[]),
             Err(ExchangeError::UnknownMailbox)
         );
         let mut mailbox = created(&id, &alice());
-        assert_eq!(
-            mailbox.take(&bob(), &mut leases),
-            Err(ExchangeError::Forbidden)
-        );
+        assert_eq!(mailbox.receive(&bob(), &[]), Err(ExchangeError::Forbidden));
         mailbox.terminate(&alice(), 1.0).unwrap();
         assert_eq!(
-            mailbox.take(&alice(), &mut leases),
+            mailbox.receive(&alice(), &[]),
             Err(ExchangeError::Terminated)
         );
     }
@@ -527,6 +501,7 @@ mod tests {
                     Some(&alice()),
                     &message(&requester, &agent, "request", tag),
                     1.0,
+                    WINDOW,
                 )
                 .unwrap();
         }
@@ -536,6 +511,7 @@ mod tests {
                 Some(&alice()),
                 &message(&requester, &agent, "response", Uuid::new_v4()),
                 1.0,
+                WINDOW,
             )
             .unwrap();
         let termination = mailbox.terminate(&alice(), 2.0).unwrap();
@@ -555,21 +531,24 @@ mod tests {
         let (user, agent) = (entity(Role::User), entity(Role::Agent));
         let mut sender = created(&user, &alice());
         let mut receiver = created(&agent, &alice());
-        let mut leases = Leases::default();
         let tags = [Uuid::new_v4(), Uuid::new_v4()];
         for tag in tags {
             let request = message(&user, &agent, "request", tag);
-            receiver.deliver(Some(&alice()), &request, 1.0).unwrap();
+            receiver
+                .deliver(Some(&alice()), &request, 1.0, WINDOW)
+                .unwrap();
             sender.note_sent(&request.header).unwrap();
         }
         let stats = receiver.stats(&alice()).unwrap();
         assert_eq!((stats.queued, stats.incoming, stats.in_progress), (2, 2, 0));
-        receiver.receive(&alice(), &mut leases).unwrap();
+        receiver.receive(&alice(), &[]).unwrap();
         let stats = receiver.stats(&alice()).unwrap();
         assert_eq!((stats.queued, stats.in_progress), (1, 1));
         // The agent answers the first request: its mailbox completes it.
         let response = message(&agent, &user, "response", tags[0]);
-        sender.deliver(Some(&alice()), &response, 2.0).unwrap();
+        sender
+            .deliver(Some(&alice()), &response, 2.0, WINDOW)
+            .unwrap();
         receiver.note_sent(&response.header).unwrap();
         let stats = receiver.stats(&alice()).unwrap();
         assert_eq!(
@@ -609,7 +588,6 @@ mod tests {
         mailbox
             .create(&alice(), &id, Some(vec!["m.A".into()]), 0.0)
             .unwrap();
-        let mut leases = Leases::default();
         let carol = Identity {
             client_id: "carol".into(),
             groups: vec!["team".into()],
@@ -619,7 +597,7 @@ mod tests {
         assert_eq!(registration.shares, vec!["team".to_owned()]);
         assert_eq!(mailbox.shares(&alice()), Ok(vec!["team".to_owned()]));
         assert_eq!(mailbox.status(&carol), Ok(MailboxStatus::Active));
-        assert_eq!(mailbox.take(&carol, &mut leases), Ok(None));
+        assert_eq!(mailbox.receive(&carol, &[]), Ok(None));
         let registration = mailbox.unshare(&alice(), "team").unwrap().unwrap();
         assert!(registration.shares.is_empty());
         assert_eq!(mailbox.status(&carol), Err(ExchangeError::Forbidden));

@@ -5,6 +5,7 @@
 //! run over SQLite in a Durable Object and over memory in native tests.
 
 pub mod directory;
+pub mod listen;
 pub mod mailbox;
 pub mod permission;
 pub mod stats;

@@ -10,6 +10,8 @@ use uuid::Uuid;
 use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
 use super::authenticate::authenticate;
+use super::mailbox_object::BOOT_HEADER;
+use super::subscription;
 use super::{call_object, internal, read_outcome, Costs};
 use crate::auth::AuthSettings;
 use crate::core::directory::entries_for;
@@ -17,8 +19,8 @@ use crate::core::mailbox::{Registration, Termination};
 use crate::core::permission::Identity;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
-use crate::protocol::request::{parse_command, Command, Route};
-use crate::rpc::{DirectoryCall, MailboxCall, Reply};
+use crate::protocol::request::{last_event_id, parse_command, Command, Route};
+use crate::rpc::{DirectoryCall, MailboxCall, Reply, Subscribe, Wait};
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -28,8 +30,8 @@ async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<
         Err(error) => error_response(&error)?,
     };
     if costs.reported.get() {
-        // A streamed listen response passed through from the object has immutable
-        // headers; its costs are not reported, so a failure here is ignored.
+        // A streamed listen response's headers are sent before its costs are
+        // known; they are not reported, so a failure here is ignored.
         let headers = response.headers_mut();
         let _ = headers.set(
             "x-exchange-object-calls",
@@ -39,6 +41,9 @@ async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<
             "x-exchange-rows-written",
             &costs.rows_written.get().to_string(),
         );
+        if let Some(boot) = costs.object_boot.take() {
+            let _ = headers.set(BOOT_HEADER, &boot);
+        }
     }
     Ok(response)
 }
@@ -69,6 +74,7 @@ struct Objects<'a> {
     mailboxes: ObjectNamespace,
     directories: ObjectNamespace,
     costs: &'a Costs,
+    config: &'a Config,
 }
 
 impl Objects<'_> {
@@ -112,6 +118,7 @@ impl Objects<'_> {
                 caller: None,
                 message: reply,
                 from_here: false,
+                replay_window_s: self.config.replay_window_s,
             };
             match self.mailbox(requester.uid, &call).await {
                 // A requester that is gone needs no reply (as upstream).
@@ -197,6 +204,14 @@ async fn handle(
         Vec::new()
     };
     let command = parse_command(route, &query, &body, &config)?;
+    let last_event_id = last_event_id(
+        request
+            .headers()
+            .get("last-event-id")
+            .ok()
+            .flatten()
+            .as_deref(),
+    );
 
     let objects = Objects {
         mailboxes: env
@@ -206,17 +221,19 @@ async fn handle(
             .durable_object("DIRECTORY")
             .map_err(internal("DIRECTORY binding"))?,
         costs,
+        config: &config,
     };
-    dispatch(command, caller, &objects, &config).await
+    dispatch(command, caller, last_event_id, &objects).await
 }
 
 /// Carries out one validated command.
 async fn dispatch(
     command: Command,
     caller: Identity,
+    last_event_id: Option<u64>,
     objects: &Objects<'_>,
-    config: &Config,
 ) -> Result<Response, ExchangeError> {
+    let config = objects.config;
     match command {
         Command::CreateMailbox { mailbox, agent } => {
             let call = MailboxCall::Create {
@@ -255,6 +272,7 @@ async fn dispatch(
                 caller: Some(caller),
                 message: message.text,
                 from_here,
+                replay_window_s: config.replay_window_s,
             };
             objects.mailbox(header.dest.uid, &deliver).await?;
             if !from_here {
@@ -266,42 +284,33 @@ async fn dispatch(
             empty()
         }
         Command::Receive { mailbox, timeout_s } => {
-            match objects
-                .mailbox(mailbox.uid, &MailboxCall::Receive { caller, timeout_s })
-                .await?
-            {
-                Reply::Message(text) => json_response(json!({ "message": text })),
-                other => Err(unexpected(other)),
-            }
+            let call = Subscribe {
+                caller,
+                wait: Wait::Poll,
+                replay_window_s: config.replay_window_s,
+            };
+            let uid = mailbox.uid.to_string();
+            let text =
+                subscription::receive(objects.costs, &objects.mailboxes, &uid, call, timeout_s)
+                    .await?;
+            json_response(json!({ "message": text }))
         }
         Command::Listen { mailbox, timeout_s } => {
-            let call = MailboxCall::Listen {
+            let call = Subscribe {
                 caller,
-                timeout_s,
-                keepalive_s: config.sse_keepalive_s,
+                wait: Wait::Stream { last_event_id },
+                replay_window_s: config.replay_window_s,
             };
-            let response = call_object(
+            let uid = mailbox.uid.to_string();
+            subscription::listen(
                 objects.costs,
                 &objects.mailboxes,
-                &mailbox.uid.to_string(),
-                &call,
+                &uid,
+                call,
+                timeout_s,
+                config.sse_keepalive_s,
             )
-            .await?;
-            let is_stream = response
-                .headers()
-                .get("content-type")
-                .ok()
-                .flatten()
-                .is_some_and(|kind| kind.starts_with("text/event-stream"));
-            if is_stream {
-                // Passed through unbuffered: the object's stream is the client's.
-                Ok(Response::from(response))
-            } else {
-                Err(match read_outcome(response).await {
-                    Err(error) => error,
-                    Ok(reply) => unexpected(reply),
-                })
-            }
+            .await
         }
         Command::Discover {
             agent,

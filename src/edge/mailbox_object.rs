@@ -1,98 +1,186 @@
 //! The Durable Object of one mailbox (named by its uid). It owns the mailbox's
-//! SQLite (record, queue, in-flight requests, shares; the record and shares also
-//! cached in memory) and the in-memory waiters:
-//! a `GET /message` or listen stream with nothing to read parks a oneshot here,
-//! and the next delivery (or termination, or a released lease) wakes it at once.
-//! The object runs one event at a time, so no `RefCell` borrow is held over `await`.
+//! SQLite (record, queue with delivery marks, in-flight requests, shares; the
+//! record and shares also cached in memory) and the sockets of the Worker
+//! requests that wait for its messages.
+//!
+//! A listen stream or long poll is held by the Worker, which opens a WebSocket to
+//! this object; the object accepts it with the hibernation API, so while nothing
+//! happens it can be evicted from memory with the socket still open, and the
+//! runtime answers the Worker's pings itself. A delivery wakes it: it stores the
+//! message, then pushes it to a waiting socket ([`crate::core::listen`] decides
+//! which). Each socket's state lives in its attachment, which survives
+//! hibernation; the in-memory copy is rebuilt from the attachments after a wake.
+//! The object runs one event at a time and never holds a `RefCell` borrow across
+//! an `await` (there is none between reading the call and answering).
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::Duration;
+use std::cell::{RefCell, RefMut};
 
-use futures::channel::oneshot;
-use futures::future::{select, Either};
-use futures::stream;
-use worker::{durable_object, Delay, Env, Headers, Request, Response, State};
+use worker::wasm_bindgen::JsValue;
+use worker::{
+    durable_object, js_sys, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
+};
 
 use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteMailbox;
 use super::{now_s, outcome_response, read_call};
-use crate::core::mailbox::{Leases, Mailbox as MailboxRules};
-use crate::core::permission::Identity;
+use crate::core::listen::{Push, Subscriber, SubscriberKind};
+use crate::core::mailbox::Mailbox as MailboxRules;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::message::IncomingMessage;
-use crate::protocol::sse;
-use crate::rpc::{MailboxCall, Outcome, Reply};
+use crate::rpc::{
+    parse_confirmation, MailboxCall, Outcome, Pushed, Reply, Subscribe, Wait, PING, PONG,
+};
 
-/// How long the client waits before reconnecting after a stream ends: short, so a
-/// listener that timed out idle is back within a blink.
-const RETRY_MS: u64 = 100;
+/// The header carrying [`Mailbox::boot_id`] on every answer that is not a socket.
+pub(super) const BOOT_HEADER: &str = "x-exchange-object-boot";
+
+/// WebSocket close code for a socket whose stream another took over.
+const SUPERSEDED: u16 = 4000;
 
 #[durable_object]
 pub struct Mailbox {
+    state: State,
     store: SqliteMailbox,
-    live: Rc<Live>,
+    /// Drawn when this instance is constructed (not a global: globals survive an
+    /// eviction), so a caller can tell that the object slept and was rebuilt.
+    boot_id: String,
+    /// Each open socket's tag and subscriber state, as in its attachment; `None`
+    /// until first needed after construction.
+    sockets: RefCell<Option<Vec<Socket>>>,
 }
 
-/// What exists only in memory, shared with open streams.
-#[derive(Default)]
-struct Live {
-    leases: RefCell<Leases>,
-    waiters: RefCell<Vec<oneshot::Sender<()>>>,
-}
-
-impl Live {
-    /// A future that completes at the next [`Live::wake_all`].
-    fn next_wake(&self) -> oneshot::Receiver<()> {
-        let (sender, receiver) = oneshot::channel();
-        let mut waiters = self.waiters.borrow_mut();
-        waiters.retain(|waiter| !waiter.is_canceled());
-        waiters.push(sender);
-        receiver
-    }
-
-    fn wake_all(&self) {
-        for waiter in self.waiters.borrow_mut().drain(..) {
-            let _ = waiter.send(());
-        }
-    }
+struct Socket {
+    /// The tag the socket was accepted with: how an event finds its state.
+    tag: String,
+    ws: WebSocket,
+    subscriber: Subscriber,
 }
 
 impl worker::DurableObject for Mailbox {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
+        let boot_id = random_id();
+        if env
+            .var("EXCHANGE_COST_HEADERS")
+            .is_ok_and(|value| value.to_string() == "1")
+        {
+            // Counted by the benchmark: how often objects wake from hibernation.
+            worker::console_log!("mailbox object constructed: {boot_id}");
+        }
+        // Pings are answered by the runtime, without waking this object.
+        match worker::worker_sys::WebSocketRequestResponsePair::new(PING, PONG) {
+            Ok(pair) => {
+                if let Err(error) = state.as_raw().set_websocket_auto_response(&pair) {
+                    worker::console_error!("auto-response: {error:?}");
+                }
+            }
+            Err(error) => worker::console_error!("auto-response pair: {error:?}"),
+        }
         Self {
-            store: SqliteMailbox::new(state.storage().sql(), Rc::default()),
-            live: Rc::default(),
+            store: SqliteMailbox::new(state.storage().sql(), Default::default()),
+            state,
+            boot_id,
+            sockets: RefCell::new(None),
         }
     }
 
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
         let rows_before = rows_written_so_far();
-        let outcome = match read_call(&request).await {
-            Err(error) => Err(error),
-            Ok(MailboxCall::Receive { caller, timeout_s }) => {
-                self.receive(&caller, timeout_s).await
-            }
-            Ok(MailboxCall::Listen {
-                caller,
-                timeout_s,
-                keepalive_s,
-            }) => match self.rules().ensure_active(&caller) {
-                Ok(()) => {
-                    let listener = Listener::new(self, caller, timeout_s, keepalive_s);
-                    return listener.into_response();
-                }
+        let is_upgrade = request
+            .headers()
+            .get("upgrade")
+            .ok()
+            .flatten()
+            .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+        let outcome = if is_upgrade {
+            match subscribe_call(&request).and_then(|call| self.subscribe(call)) {
+                Ok(Subscribed::Socket(client)) => return Response::from_websocket(client),
+                Ok(Subscribed::Answered(reply)) => Ok(reply),
                 Err(error) => Err(error),
-            },
-            Ok(call) => self.apply(call),
+            }
+        } else {
+            match read_call(&request).await {
+                Ok(call) => self.apply(call),
+                Err(error) => Err(error),
+            }
         };
-        outcome_response(&outcome, rows_before)
+        self.answer(&outcome, rows_before)
     }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        let WebSocketIncomingMessage::String(text) = message else {
+            return Ok(());
+        };
+        let Some(seq) = parse_confirmation(&text) else {
+            return Ok(());
+        };
+        if let Err(error) = self.confirmed(&ws, seq) {
+            worker::console_error!("confirming {seq}: {error:?}");
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> worker::Result<()> {
+        self.closed(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> worker::Result<()> {
+        self.closed(&ws);
+        Ok(())
+    }
+}
+
+/// What a subscription got: a socket for the Worker, or an answer at once.
+enum Subscribed {
+    Socket(WebSocket),
+    Answered(Reply),
+}
+
+/// Reads the [`Subscribe`] call from the upgrade request's URL.
+fn subscribe_call(request: &Request) -> Result<Subscribe, ExchangeError> {
+    let url = request
+        .url()
+        .map_err(|e| ExchangeError::internal(format!("subscribe url: {e}")))?;
+    let json = url
+        .query_pairs()
+        .find(|(name, _)| name == "call")
+        .map(|(_, value)| value.into_owned())
+        .ok_or_else(|| ExchangeError::internal("subscribe without a call"))?;
+    serde_json::from_str(&json).map_err(|e| ExchangeError::internal(format!("subscribe call: {e}")))
+}
+
+/// A short random hex id.
+fn random_id() -> String {
+    let draw = || (js_sys::Math::random() * f64::from(u32::MAX)) as u32;
+    format!("{:08x}{:08x}", draw(), draw())
+}
+
+fn js_internal(context: &str) -> impl Fn(JsValue) -> ExchangeError + '_ {
+    move |error| ExchangeError::internal(format!("{context}: {error:?}"))
 }
 
 impl Mailbox {
     fn rules(&self) -> MailboxRules<SqliteMailbox> {
         MailboxRules::new(self.store.clone())
+    }
+
+    /// An object's answer to the Worker, with the rows written and this instance's
+    /// boot id.
+    fn answer(&self, outcome: &Outcome, rows_before: u64) -> worker::Result<Response> {
+        let mut response = outcome_response(outcome, rows_before)?;
+        response.headers_mut().set(BOOT_HEADER, &self.boot_id)?;
+        Ok(response)
     }
 
     /// Every call that answers at once.
@@ -110,22 +198,23 @@ impl Mailbox {
             MailboxCall::Status { caller } => mailbox.status(&caller).map(Reply::Status),
             MailboxCall::Terminate { caller } => {
                 let termination = mailbox.terminate(&caller, now)?;
-                // Waiting receivers re-check and answer 419; open streams end.
-                self.live.wake_all();
+                // Every waiting stream and poll is told, and its socket closed.
+                self.dispatch(now);
                 Ok(Reply::Terminated(termination))
             }
             MailboxCall::Deliver {
                 caller,
                 message,
                 from_here,
+                replay_window_s,
             } => {
                 let message = IncomingMessage::parse(message)
                     .map_err(|reason| ExchangeError::field("message", reason))?;
-                mailbox.deliver(caller.as_ref(), &message, now)?;
+                mailbox.deliver(caller.as_ref(), &message, now, replay_window_s)?;
                 if from_here {
                     mailbox.note_sent(&message.header)?;
                 }
-                self.live.wake_all();
+                self.dispatch(now);
                 Ok(Reply::Done)
             }
             MailboxCall::NoteSent { header } => mailbox.note_sent(&header).map(|()| Reply::Done),
@@ -143,134 +232,192 @@ impl Mailbox {
             MailboxCall::Unshare { caller, group_id } => {
                 mailbox.unshare(&caller, &group_id).map(Reply::Registered)
             }
-            MailboxCall::Receive { .. } | MailboxCall::Listen { .. } => Err(
-                ExchangeError::internal("waiting calls are not applied directly"),
-            ),
         }
     }
 
-    /// Long poll: answer with the oldest message, waiting up to `timeout_s` for one.
-    async fn receive(&self, caller: &Identity, timeout_s: f64) -> Outcome {
-        let deadline = now_s() + timeout_s;
-        loop {
-            let taken = self
-                .rules()
-                .receive(caller, &mut self.live.leases.borrow_mut())?;
-            if let Some(message) = taken {
-                return Ok(Reply::Message(message.text));
-            }
-            let remaining = deadline - now_s();
-            if remaining <= 0.0 {
-                return Err(ExchangeError::Timeout);
-            }
-            let timer = Delay::from(Duration::from_secs_f64(remaining));
-            // Woken or timed out, the loop re-reads the queue before deciding.
-            let _ = select(self.live.next_wake(), timer).await;
-        }
-    }
-}
-
-/// One open listen stream's state. Dropping it (stream ended or client gone)
-/// releases a message it took but had not seen acknowledged, for the next reader.
-struct Listener {
-    store: SqliteMailbox,
-    live: Rc<Live>,
-    caller: Identity,
-    timeout_s: f64,
-    keepalive_s: f64,
-    opened: bool,
-    /// The message sent in the previous chunk, acknowledged when the next is asked for.
-    unacknowledged: Option<u64>,
-    /// When the stream ends if nothing arrives.
-    idle_deadline: f64,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(seq) = self.unacknowledged.take() {
-            self.live.leases.borrow_mut().release(seq);
-            self.live.wake_all();
-        }
-    }
-}
-
-enum Step {
-    Send(String),
-    End,
-}
-
-impl Listener {
-    fn new(mailbox: &Mailbox, caller: Identity, timeout_s: f64, keepalive_s: f64) -> Self {
-        Self {
-            store: mailbox.store.clone(),
-            live: mailbox.live.clone(),
-            caller,
-            timeout_s,
-            keepalive_s,
-            opened: false,
-            unacknowledged: None,
-            idle_deadline: now_s() + timeout_s,
-        }
-    }
-
-    async fn next_chunk(&mut self) -> Step {
-        if !self.opened {
-            self.opened = true;
-            return Step::Send(sse::preamble(RETRY_MS));
-        }
-        let mut rules = MailboxRules::new(self.store.clone());
-        if let Some(seq) = self.unacknowledged.take() {
-            if let Err(error) = rules.acknowledge(seq, &mut self.live.leases.borrow_mut()) {
-                worker::console_error!("listen: acknowledging {seq} failed: {error:?}");
-                return Step::End;
-            }
-        }
-        loop {
-            let taken = rules.take(&self.caller, &mut self.live.leases.borrow_mut());
-            match taken {
-                Ok(Some(message)) => {
-                    self.unacknowledged = Some(message.seq);
-                    self.idle_deadline = now_s() + self.timeout_s;
-                    return Step::Send(sse::event(message.seq, &message.text));
+    /// Opens a listen stream's or long poll's socket, or answers at once: an
+    /// error, or a long poll's message when one is queued (one call, no socket).
+    fn subscribe(&self, call: Subscribe) -> Result<Subscribed, ExchangeError> {
+        let now = now_s();
+        let mut rules = self.rules();
+        let mut sockets = self.sockets()?;
+        let (kind, last_event_id) = match call.wait {
+            Wait::Poll => {
+                let leased: Vec<u64> = sockets
+                    .iter()
+                    .filter_map(|socket| socket.subscriber.pending)
+                    .collect();
+                if let Some(message) = rules.receive(&call.caller, &leased)? {
+                    return Ok(Subscribed::Answered(Reply::Message(message.text)));
                 }
-                Ok(None) => {}
-                Err(ExchangeError::Terminated) => return Step::End,
-                Err(error) => {
-                    worker::console_error!("listen: {error:?}");
-                    return Step::End;
-                }
+                (SubscriberKind::Poll { served: false }, None)
             }
-            let idle_left = self.idle_deadline - now_s();
-            if idle_left <= 0.0 {
-                return Step::End;
+            Wait::Stream { last_event_id } => {
+                (SubscriberKind::Stream { replay_after: None }, last_event_id)
             }
-            let nap = idle_left.min(self.keepalive_s);
-            let timer = Delay::from(Duration::from_secs_f64(nap));
-            if let Either::Right(_) = select(self.live.next_wake(), timer).await {
-                if self.idle_deadline - now_s() > 0.0 {
-                    return Step::Send(sse::KEEP_ALIVE.to_owned());
-                }
-            }
+        };
+        let mut others: Vec<Subscriber> = sockets
+            .iter()
+            .map(|socket| socket.subscriber.clone())
+            .collect();
+        let opened = rules.subscribe(
+            &call.caller,
+            kind,
+            last_event_id,
+            call.replay_window_s,
+            &mut others,
+            now,
+        )?;
+        for index in opened.superseded.iter().rev() {
+            let socket = sockets.remove(*index);
+            let _ = socket.ws.close(Some(SUPERSEDED), Some("superseded"));
         }
-    }
-}
-
-impl Listener {
-    /// The SSE stream: a first byte at once, then one event per message, keep-
-    /// alives while idle, and the end after `timeout_s` without a message or when
-    /// the mailbox is terminated.
-    fn into_response(self) -> worker::Result<Response> {
-        let chunks = stream::unfold(self, |mut listener| async move {
-            match listener.next_chunk().await {
-                Step::Send(chunk) => {
-                    Some((Ok::<Vec<u8>, worker::Error>(chunk.into_bytes()), listener))
-                }
-                Step::End => None,
-            }
+        let pair = WebSocketPair::new().map_err(|e| ExchangeError::internal(e.to_string()))?;
+        let tag = random_id();
+        self.state
+            .as_raw()
+            .accept_websocket_with_tags(pair.server.as_ref(), vec![JsValue::from_str(&tag)])
+            .map_err(js_internal("accept socket"))?;
+        pair.server
+            .serialize_attachment(&opened.subscriber)
+            .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))?;
+        sockets.push(Socket {
+            tag,
+            ws: pair.server,
+            subscriber: opened.subscriber,
         });
-        let headers = Headers::new();
-        headers.set("content-type", "text/event-stream")?;
-        headers.set("cache-control", "no-cache")?;
-        Ok(Response::from_stream(chunks)?.with_headers(headers))
+        drop(sockets);
+        self.dispatch(now);
+        Ok(Subscribed::Socket(pair.client))
+    }
+
+    /// The Worker wrote message `seq` to its client.
+    fn confirmed(&self, ws: &WebSocket, seq: u64) -> Result<(), ExchangeError> {
+        let now = now_s();
+        let tag = self.tag_of(ws)?;
+        {
+            let mut sockets = self.sockets()?;
+            let Some(socket) = sockets.iter_mut().find(|socket| socket.tag == tag) else {
+                return Ok(());
+            };
+            self.rules().confirm(&mut socket.subscriber, seq, now)?;
+            save_attachment(socket);
+        }
+        self.dispatch(now);
+        Ok(())
+    }
+
+    /// A socket closed (the Worker's request ended, or it broke): the message it
+    /// held goes to the next waiting socket.
+    fn closed(&self, ws: &WebSocket) {
+        // Since compatibility date 2026-04-07 the runtime replies to a close
+        // itself; before it, the object must.
+        let _ = ws.close(Some(1000), Some("closed"));
+        let Ok(tag) = self.tag_of(ws) else { return };
+        match self.sockets() {
+            Ok(mut sockets) => sockets.retain(|socket| socket.tag != tag),
+            Err(error) => worker::console_error!("socket closed: {error:?}"),
+        }
+        self.dispatch(now_s());
+    }
+
+    /// Pushes what the rules say to the sockets that wait, and ends those that
+    /// must end. Failures are logged: the messages stay queued.
+    fn dispatch(&self, now: f64) {
+        let mut sockets = match self.sockets() {
+            Ok(sockets) => sockets,
+            Err(error) => {
+                worker::console_error!("dispatch: {error:?}");
+                return;
+            }
+        };
+        if sockets.is_empty() {
+            return;
+        }
+        let mut subscribers: Vec<Subscriber> = sockets
+            .iter()
+            .map(|socket| socket.subscriber.clone())
+            .collect();
+        let pushes = match self.rules().dispatch(&mut subscribers, now) {
+            Ok(pushes) => pushes,
+            Err(error) => {
+                worker::console_error!("dispatch: {error:?}");
+                return;
+            }
+        };
+        let mut ended = Vec::new();
+        for (index, push) in pushes {
+            let socket = &mut sockets[index];
+            socket.subscriber = subscribers[index].clone();
+            let frame = match push {
+                Push::Message(message) => Pushed::Message {
+                    seq: message.seq,
+                    text: message.text,
+                },
+                Push::End(error) => {
+                    ended.push(index);
+                    Pushed::End(error)
+                }
+            };
+            save_attachment(socket);
+            if let Err(error) = socket.ws.send_with_str(frame.encode()) {
+                // The socket is going away; its close event releases the message.
+                worker::console_error!("push: {error:?}");
+            }
+        }
+        for index in ended.into_iter().rev() {
+            let socket = sockets.remove(index);
+            let _ = socket.ws.close(Some(1000), Some("ended"));
+        }
+    }
+
+    /// The sockets' states, loaded from their attachments on first use after
+    /// construction.
+    fn sockets(&self) -> Result<RefMut<'_, Vec<Socket>>, ExchangeError> {
+        let mut guard = self.sockets.borrow_mut();
+        if guard.is_none() {
+            let mut loaded = Vec::new();
+            let open = self
+                .state
+                .as_raw()
+                .get_websockets()
+                .map_err(js_internal("sockets"))?;
+            for raw in open {
+                let ws = WebSocket::from(raw);
+                let tag = self.tag_of(&ws)?;
+                match ws.deserialize_attachment::<Subscriber>() {
+                    Ok(Some(subscriber)) => loaded.push(Socket {
+                        tag,
+                        ws,
+                        subscriber,
+                    }),
+                    Ok(None) => {}
+                    Err(error) => worker::console_error!("attachment: {error:?}"),
+                }
+            }
+            *guard = Some(loaded);
+        }
+        Ok(RefMut::map(guard, |sockets| {
+            sockets.get_or_insert_with(Vec::new)
+        }))
+    }
+
+    fn tag_of(&self, ws: &WebSocket) -> Result<String, ExchangeError> {
+        self.state
+            .as_raw()
+            .get_tags(ws.as_ref())
+            .map_err(js_internal("socket tags"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ExchangeError::internal("socket without a tag"))
+    }
+}
+
+/// Keeps the socket's attachment in step with its in-memory state, so it is
+/// right after hibernation. A failure is logged: the in-memory copy stays right
+/// until then.
+fn save_attachment(socket: &Socket) {
+    if let Err(error) = socket.ws.serialize_attachment(&socket.subscriber) {
+        worker::console_error!("attachment: {error:?}");
     }
 }

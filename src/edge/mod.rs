@@ -7,8 +7,9 @@ mod directory_object;
 mod fetch;
 mod mailbox_object;
 mod sqlite;
+mod subscription;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
@@ -38,6 +39,8 @@ struct Costs {
     pub(crate) reported: Cell<bool>,
     pub(crate) object_calls: Cell<u64>,
     pub(crate) rows_written: Cell<u64>,
+    /// The boot id of the mailbox object instance that answered last.
+    pub(crate) object_boot: RefCell<Option<String>>,
 }
 
 impl Costs {
@@ -51,6 +54,9 @@ impl Costs {
             .unwrap_or(0);
         self.object_calls.set(self.object_calls.get() + 1);
         self.rows_written.set(self.rows_written.get() + rows);
+        if let Ok(Some(boot)) = response.headers().get(mailbox_object::BOOT_HEADER) {
+            *self.object_boot.borrow_mut() = Some(boot);
+        }
     }
 }
 
@@ -72,17 +78,27 @@ async fn call_object(
     call: &impl serde::Serialize,
 ) -> Result<web_sys::Response, ExchangeError> {
     let body = serde_json::to_string(call).map_err(|e| ExchangeError::internal(e.to_string()))?;
-    let stub: worker::worker_sys::DurableObject = namespace
-        .get_by_name(name)
-        .map_err(internal("object stub"))?
-        .into_rpc();
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_body(&JsValue::from_str(&body));
     let request = web_sys::Request::new_with_str_and_init("https://object/", &init)
         .map_err(js_internal("object request"))?;
+    fetch_object(costs, namespace, name, &request).await
+}
+
+/// Sends `request` to the object `name` of `namespace`; returns its raw response.
+async fn fetch_object(
+    costs: &Costs,
+    namespace: &ObjectNamespace,
+    name: &str,
+    request: &web_sys::Request,
+) -> Result<web_sys::Response, ExchangeError> {
+    let stub: worker::worker_sys::DurableObject = namespace
+        .get_by_name(name)
+        .map_err(internal("object stub"))?
+        .into_rpc();
     let promise = stub
-        .fetch_with_request(&request)
+        .fetch_with_request(request)
         .map_err(js_internal("object call"))?;
     let response: web_sys::Response = JsFuture::from(promise)
         .await

@@ -12,7 +12,7 @@ use worker::{SqlStorage, SqlStorageValue};
 
 use crate::protocol::message::MessageHeader;
 use crate::store::{
-    next_seq, DirectoryEntry, DirectoryStore, MailboxRecord, MailboxStore, QueuedMessage,
+    next_seq, DirectoryEntry, DirectoryStore, MailboxRecord, MailboxStore, QueuedMessage, Replay,
     StoreError, StoreResult,
 };
 
@@ -93,7 +93,8 @@ impl SqliteMailbox {
         CREATE TABLE IF NOT EXISTS mailbox (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS shares (group_id TEXT PRIMARY KEY) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS messages (
-            seq INTEGER PRIMARY KEY, text TEXT NOT NULL, enqueued_at REAL NOT NULL);
+            seq INTEGER PRIMARY KEY, text TEXT NOT NULL, enqueued_at REAL NOT NULL,
+            delivered_at REAL);
         CREATE TABLE IF NOT EXISTS in_flight (tag TEXT PRIMARY KEY, header TEXT NOT NULL) WITHOUT ROWID;
     ";
 
@@ -109,8 +110,28 @@ impl SqliteMailbox {
             &self.sql,
             "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'mailbox'",
         )? > 0;
+        if exist {
+            self.upgrade_tables()?;
+        }
         self.cache.tables.set(Some(exist));
         Ok(exist)
+    }
+
+    /// Brings tables made by earlier versions up to [`Self::SCHEMA`]; run once per
+    /// object instance, before the tables are first used.
+    fn upgrade_tables(&self) -> StoreResult<()> {
+        let has_delivered_at = count(
+            &self.sql,
+            "SELECT COUNT(*) AS n FROM pragma_table_info('messages') WHERE name = 'delivered_at'",
+        )? > 0;
+        if !has_delivered_at {
+            execute(
+                &self.sql,
+                "ALTER TABLE messages ADD COLUMN delivered_at REAL",
+                vec![],
+            )?;
+        }
+        Ok(())
     }
 
     fn create_tables(&self) -> StoreResult<()> {
@@ -227,7 +248,7 @@ impl MailboxStore for SqliteMailbox {
         Ok(())
     }
 
-    fn push(&mut self, text: &str, now: f64) -> StoreResult<u64> {
+    fn push(&mut self, text: &str, now: f64, recycle_before: f64) -> StoreResult<u64> {
         #[derive(Deserialize)]
         struct Last {
             seq: Option<u64>,
@@ -240,21 +261,50 @@ impl MailboxStore for SqliteMailbox {
                 .unwrap_or(0),
         };
         let seq = next_seq(last, now);
-        self.write(
-            "INSERT INTO messages (seq, text, enqueued_at) VALUES (?, ?, ?)",
-            vec![(seq as i64).into(), text.into(), now.into()],
-            |cache| cache.last_seq.set(None),
-        )?;
+        let forget_last = |cache: &MailboxCache| cache.last_seq.set(None);
+        let recycled = query::<Last>(
+            &self.sql,
+            "UPDATE messages SET seq = ?1, text = ?2, enqueued_at = ?3, delivered_at = NULL
+             WHERE seq = (SELECT MIN(seq) FROM messages) AND delivered_at < ?4
+             RETURNING seq",
+            vec![
+                (seq as i64).into(),
+                text.into(),
+                now.into(),
+                recycle_before.into(),
+            ],
+        )
+        .inspect_err(|_| forget_last(&self.cache))?;
+        if recycled.is_empty() {
+            self.write(
+                "INSERT INTO messages (seq, text, enqueued_at) VALUES (?, ?, ?)",
+                vec![(seq as i64).into(), text.into(), now.into()],
+                forget_last,
+            )?;
+        }
         self.cache.last_seq.set(Some(seq));
         Ok(seq)
     }
 
-    fn oldest(&self, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
-        let rows = query::<MessageRow>(
-            &self.sql,
-            "SELECT seq, text FROM messages ORDER BY seq LIMIT ?",
-            vec![(limit as i64).into()],
-        )?;
+    fn deliverable(&self, replay: Option<Replay>, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
+        let rows = match replay {
+            None => query::<MessageRow>(
+                &self.sql,
+                "SELECT seq, text FROM messages WHERE delivered_at IS NULL ORDER BY seq LIMIT ?",
+                vec![(limit as i64).into()],
+            )?,
+            Some(replay) => query::<MessageRow>(
+                &self.sql,
+                "SELECT seq, text FROM messages
+                 WHERE delivered_at IS NULL OR (seq > ? AND delivered_at >= ?)
+                 ORDER BY seq LIMIT ?",
+                vec![
+                    (replay.after as i64).into(),
+                    replay.since.into(),
+                    (limit as i64).into(),
+                ],
+            )?,
+        };
         Ok(rows
             .into_iter()
             .map(|row| QueuedMessage {
@@ -262,6 +312,14 @@ impl MailboxStore for SqliteMailbox {
                 text: row.text,
             })
             .collect())
+    }
+
+    fn mark_delivered(&mut self, seq: u64, now: f64) -> StoreResult<()> {
+        execute(
+            &self.sql,
+            "UPDATE messages SET delivered_at = ? WHERE seq = ?",
+            vec![now.into(), (seq as i64).into()],
+        )
     }
 
     fn remove(&mut self, seq: u64) -> StoreResult<()> {
@@ -273,7 +331,10 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn queued(&self) -> StoreResult<u64> {
-        count(&self.sql, "SELECT COUNT(*) AS n FROM messages")
+        count(
+            &self.sql,
+            "SELECT COUNT(*) AS n FROM messages WHERE delivered_at IS NULL",
+        )
     }
 
     fn clear_queue(&mut self) -> StoreResult<()> {

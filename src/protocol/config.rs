@@ -16,6 +16,9 @@ pub struct Config {
     /// Longest gap between bytes on an idle listen stream. Edges cut idle
     /// connections after ~100 s; 15 s keeps every proxy we know of happy.
     pub sse_keepalive_s: f64,
+    /// How long a message confirmed on a listen stream is kept, so a client that
+    /// reconnects with `Last-Event-Id` gets again what the broken stream lost.
+    pub replay_window_s: f64,
     /// Report object calls and SQLite rows written per request in response headers
     /// (`x-exchange-object-calls`, `x-exchange-rows-written`): for benchmarks.
     pub cost_headers: bool,
@@ -29,6 +32,7 @@ impl Default for Config {
             message_expiry_s: 7 * 24 * 3600,
             gravestone_expiry_s: 365 * 24 * 3600,
             sse_keepalive_s: 15.0,
+            replay_window_s: 60.0,
             cost_headers: false,
         }
     }
@@ -50,6 +54,7 @@ impl Config {
             message_expiry_s: whole(&var, "MESSAGE_EXPIRY_S", defaults.message_expiry_s)?,
             gravestone_expiry_s: whole(&var, "GRAVESTONE_EXPIRY_S", defaults.gravestone_expiry_s)?,
             sse_keepalive_s: seconds(&var, "SSE_KEEPALIVE_S", defaults.sse_keepalive_s)?,
+            replay_window_s: seconds(&var, "REPLAY_WINDOW_S", defaults.replay_window_s)?,
             cost_headers: flag(&var, "EXCHANGE_COST_HEADERS")?,
         })
     }
@@ -144,6 +149,7 @@ mod tests {
             ("MESSAGE_SIZE_LIMIT_KB", "1.5"),
             ("MESSAGE_EXPIRY_S", ""),
             ("SSE_KEEPALIVE_S", "inf"),
+            ("REPLAY_WINDOW_S", "-5"),
             ("EXCHANGE_COST_HEADERS", "yes"),
         ] {
             let error = from(&[(name, value)]).unwrap_err();

@@ -121,6 +121,13 @@ pub enum Command {
     },
 }
 
+/// The `Last-Event-Id` a reconnecting listen stream sends: the id of the last
+/// event it parsed. Anything but a positive integer means none (academy's client
+/// treats 0 as none, and never sends anything else).
+pub fn last_event_id(header: Option<&str>) -> Option<u64> {
+    header?.trim().parse().ok().filter(|id| *id > 0)
+}
+
 /// Parses the fields of a request for `route`. `query` holds the decoded query
 /// parameters (used by GET only); `body` the raw body bytes.
 pub fn parse_command(
@@ -331,6 +338,25 @@ mod tests {
 
     fn id_field(id: &EntityId) -> Value {
         Value::String(serde_json::to_string(id).unwrap())
+    }
+
+    #[test]
+    fn last_event_id_is_a_positive_integer_or_none() {
+        assert_eq!(
+            last_event_id(Some("1763700000123000")),
+            Some(1_763_700_000_123_000)
+        );
+        assert_eq!(last_event_id(Some(" 7 ")), Some(7));
+        for none in [
+            None,
+            Some(""),
+            Some("0"),
+            Some("-3"),
+            Some("abc"),
+            Some("1.5"),
+        ] {
+            assert_eq!(last_event_id(none), None, "{none:?}");
+        }
     }
 
     #[test]

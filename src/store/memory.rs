@@ -10,7 +10,8 @@ use super::*;
 pub struct MemoryMailbox {
     record: Option<MailboxRecord>,
     shares: BTreeSet<String>,
-    queue: BTreeMap<u64, String>,
+    /// By sequence number: the text, and when it was delivered (kept for replay).
+    queue: BTreeMap<u64, (String, Option<f64>)>,
     last_seq: u64,
     in_flight: Vec<MessageHeader>,
 }
@@ -34,28 +35,44 @@ impl MailboxStore for MemoryMailbox {
         self.shares.remove(group_id);
         Ok(())
     }
-    fn push(&mut self, text: &str, now: f64) -> StoreResult<u64> {
+    fn push(&mut self, text: &str, now: f64, recycle_before: f64) -> StoreResult<u64> {
+        if let Some(entry) = self.queue.first_entry() {
+            if entry.get().1.is_some_and(|at| at < recycle_before) {
+                entry.remove();
+            }
+        }
         self.last_seq = next_seq(self.last_seq, now);
-        self.queue.insert(self.last_seq, text.to_owned());
+        self.queue.insert(self.last_seq, (text.to_owned(), None));
         Ok(self.last_seq)
     }
-    fn oldest(&self, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
+    fn deliverable(&self, replay: Option<Replay>, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
         Ok(self
             .queue
             .iter()
+            .filter(|(seq, (_, delivered_at))| match (delivered_at, replay) {
+                (None, _) => true,
+                (Some(at), Some(replay)) => **seq > replay.after && *at >= replay.since,
+                (Some(_), None) => false,
+            })
             .take(limit)
-            .map(|(seq, text)| QueuedMessage {
+            .map(|(seq, (text, _))| QueuedMessage {
                 seq: *seq,
                 text: text.clone(),
             })
             .collect())
+    }
+    fn mark_delivered(&mut self, seq: u64, now: f64) -> StoreResult<()> {
+        if let Some((_, delivered_at)) = self.queue.get_mut(&seq) {
+            *delivered_at = Some(now);
+        }
+        Ok(())
     }
     fn remove(&mut self, seq: u64) -> StoreResult<()> {
         self.queue.remove(&seq);
         Ok(())
     }
     fn queued(&self) -> StoreResult<u64> {
-        Ok(self.queue.len() as u64)
+        Ok(self.queue.values().filter(|(_, at)| at.is_none()).count() as u64)
     }
     fn clear_queue(&mut self) -> StoreResult<()> {
         self.queue.clear();

@@ -50,6 +50,14 @@ pub struct QueuedMessage {
     pub text: String,
 }
 
+/// Which delivered messages a reconnecting stream gets again: those after the
+/// last event id it saw, confirmed no earlier than the start of the replay window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    pub after: u64,
+    pub since: f64,
+}
+
 /// The sequence number of a message pushed at `now` (seconds) after `last`: the
 /// larger of `last + 1` and `now` in microseconds.
 ///
@@ -72,11 +80,19 @@ pub trait MailboxStore {
     fn add_share(&mut self, group_id: &str) -> StoreResult<()>;
     fn remove_share(&mut self, group_id: &str) -> StoreResult<()>;
 
-    /// Appends a message; returns its sequence number.
-    fn push(&mut self, text: &str, now: f64) -> StoreResult<u64>;
-    /// The first `limit` queued messages, oldest first.
-    fn oldest(&self, limit: usize) -> StoreResult<Vec<QueuedMessage>>;
+    /// Appends a message; returns its sequence number. If the oldest stored
+    /// message was delivered before `recycle_before` (out of the replay window),
+    /// the new message takes over its row: one row written, where an insert now
+    /// and a delete later would write two.
+    fn push(&mut self, text: &str, now: f64, recycle_before: f64) -> StoreResult<u64>;
+    /// At most `limit` messages in sequence order: every undelivered one and, with
+    /// `replay`, the delivered ones it asks for.
+    fn deliverable(&self, replay: Option<Replay>, limit: usize) -> StoreResult<Vec<QueuedMessage>>;
+    /// A stream confirmed the message: it stops being queued and is kept (for
+    /// replay) until its row is recycled.
+    fn mark_delivered(&mut self, seq: u64, now: f64) -> StoreResult<()>;
     fn remove(&mut self, seq: u64) -> StoreResult<()>;
+    /// Messages not delivered yet.
     fn queued(&self) -> StoreResult<u64>;
     fn clear_queue(&mut self) -> StoreResult<()>;
 

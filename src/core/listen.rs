@@ -1,0 +1,565 @@
+//! Listening without keeping the mailbox awake: the rules of the sockets between
+//! the Worker, which holds a client's listen stream or long poll, and the mailbox
+//! object, which accepts the socket with the hibernation API and sleeps while
+//! nothing happens.
+//!
+//! Two state machines, both sans-I/O (they take `now` and say what to do):
+//! - [`Subscriber`] and the `Mailbox` methods below are the object's side: what a
+//!   socket is sent next, what a confirmation removes, what `Last-Event-Id`
+//!   replays, what a closed socket releases. A subscriber's state is kept in its
+//!   socket's attachment, so it survives hibernation; messages and their delivery
+//!   marks are in the store.
+//! - [`StreamSession`] is the Worker's side of one SSE stream: the preamble, one
+//!   event per pushed message, the confirmation once the runtime has taken the
+//!   event, keep-alives and the idle deadline.
+//!
+//! One message is in flight per socket: the object pushes the next only after the
+//! Worker confirmed the last, so a broken socket holds at most one message, which
+//! goes back to the queue.
+
+use serde::{Deserialize, Serialize};
+
+use super::mailbox::Mailbox;
+use super::permission::Identity;
+use crate::protocol::error::ExchangeError;
+use crate::protocol::sse;
+use crate::store::{MailboxStore, QueuedMessage, Replay};
+
+type Result<T> = std::result::Result<T, ExchangeError>;
+
+/// One socket's delivery state at the mailbox object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscriber {
+    /// Checked again before every push: a mailbox unshared mid-stream stops.
+    pub caller: Identity,
+    pub kind: SubscriberKind,
+    /// How long confirmed messages stay replayable (`REPLAY_WINDOW_S` as the
+    /// Worker that opened the socket read it).
+    pub replay_window_s: f64,
+    /// The message pushed to the socket and not yet confirmed: leased, so no
+    /// other socket gets it; back in the queue if this socket closes.
+    pub pending: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum SubscriberKind {
+    /// A listen stream. `replay_after`: it still gets again the delivered
+    /// messages after this one (it reconnected with `Last-Event-Id`); advanced as
+    /// they are pushed, `None` once the replay is done.
+    Stream { replay_after: Option<u64> },
+    /// A long poll: one message, then the Worker closes the socket.
+    Poll { served: bool },
+}
+
+impl Subscriber {
+    fn wants_more(&self) -> bool {
+        self.pending.is_none() && !matches!(self.kind, SubscriberKind::Poll { served: true })
+    }
+}
+
+/// What the object does for one subscriber after a change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// Send this message (the subscriber's `pending` is set to it).
+    Message(QueuedMessage),
+    /// Tell the Worker why its stream or poll ends, then close the socket.
+    End(ExchangeError),
+}
+
+/// What a new subscription starts with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub subscriber: Subscriber,
+    /// Other subscribers (by index) whose pending message the new stream took
+    /// over: they are superseded and their sockets are closed.
+    pub superseded: Vec<usize>,
+}
+
+impl<S: MailboxStore> Mailbox<S> {
+    /// A new listen stream or long poll by `caller`. With `last_event_id` (a
+    /// stream that reconnects), the messages up to it are confirmed, and the
+    /// delivered ones after it, still in the window starting at `replay_since`,
+    /// are sent again before the queue. A message after it that another socket
+    /// holds unconfirmed is taken over, in order: that socket is the broken
+    /// stream this one replaces.
+    pub fn subscribe(
+        &mut self,
+        caller: &Identity,
+        kind: SubscriberKind,
+        last_event_id: Option<u64>,
+        replay_window_s: f64,
+        others: &mut [Subscriber],
+        now: f64,
+    ) -> Result<Opened> {
+        self.ensure_active(caller)?;
+        let mut superseded = Vec::new();
+        let mut kind = kind;
+        if let (SubscriberKind::Stream { replay_after }, Some(after)) = (&mut kind, last_event_id) {
+            for (index, other) in others.iter_mut().enumerate() {
+                let Some(seq) = other.pending else { continue };
+                if !matches!(other.kind, SubscriberKind::Stream { .. }) {
+                    continue;
+                }
+                if seq <= after {
+                    // The client saw it: the confirmation was lost with the stream.
+                    self.store_mut().mark_delivered(seq, now)?;
+                }
+                other.pending = None;
+                superseded.push(index);
+            }
+            *replay_after = Some(after);
+        }
+        Ok(Opened {
+            subscriber: Subscriber {
+                caller: caller.clone(),
+                kind,
+                replay_window_s,
+                pending: None,
+            },
+            superseded,
+        })
+    }
+
+    /// After anything that may let a message go out (a subscription, a delivery,
+    /// a confirmation, a socket closing): what each subscriber that waits is
+    /// sent, oldest message first, none to two sockets. Subscribers whose caller
+    /// lost access, or of a terminated mailbox, are told to end.
+    pub fn dispatch(&self, subscribers: &mut [Subscriber], now: f64) -> Result<Vec<(usize, Push)>> {
+        let mut pushes = Vec::new();
+        let mut leased: Vec<u64> = subscribers.iter().filter_map(|s| s.pending).collect();
+        for (index, subscriber) in subscribers.iter_mut().enumerate() {
+            if !subscriber.wants_more() {
+                continue;
+            }
+            if let Err(error) = self.ensure_active(&subscriber.caller) {
+                pushes.push((index, Push::End(error)));
+                continue;
+            }
+            let replay = match subscriber.kind {
+                SubscriberKind::Stream {
+                    replay_after: Some(after),
+                } => Some(Replay {
+                    after,
+                    since: now - subscriber.replay_window_s,
+                }),
+                _ => None,
+            };
+            let next = self
+                .store()
+                .deliverable(replay, leased.len() + 1)?
+                .into_iter()
+                .find(|message| !leased.contains(&message.seq));
+            let Some(message) = next else {
+                if let SubscriberKind::Stream { replay_after } = &mut subscriber.kind {
+                    // Nothing left to replay: from now on only the queue.
+                    *replay_after = None;
+                }
+                continue;
+            };
+            leased.push(message.seq);
+            subscriber.pending = Some(message.seq);
+            match &mut subscriber.kind {
+                SubscriberKind::Stream {
+                    replay_after: Some(after),
+                } => *after = message.seq,
+                SubscriberKind::Stream { replay_after: None } => {}
+                SubscriberKind::Poll { served } => *served = true,
+            }
+            pushes.push((index, Push::Message(message)));
+        }
+        Ok(pushes)
+    }
+
+    /// The Worker wrote message `seq` to its client: a stream's message is kept
+    /// for replay, a poll's is removed. Idempotent; a confirmation for a message
+    /// the subscriber no longer holds (taken over) still counts, since its client
+    /// got it.
+    pub fn confirm(&mut self, subscriber: &mut Subscriber, seq: u64, now: f64) -> Result<()> {
+        if subscriber.pending == Some(seq) {
+            subscriber.pending = None;
+        }
+        match subscriber.kind {
+            SubscriberKind::Stream { .. } => self.store_mut().mark_delivered(seq, now)?,
+            SubscriberKind::Poll { .. } => self.store_mut().remove(seq)?,
+        }
+        Ok(())
+    }
+}
+
+/// What the Worker does next for one SSE stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamStep {
+    /// Write this chunk to the client.
+    Write(String),
+    /// Write a keep-alive comment and ping the object's socket (answered by the
+    /// runtime without waking the object), so neither connection sits silent.
+    KeepAlive,
+    /// Wait for a message until `until`, then ask again.
+    Wait { until: f64 },
+    /// End the stream cleanly (the client reconnects after `retry`).
+    End,
+}
+
+/// The Worker's side of one listen stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSession {
+    timeout_s: f64,
+    keepalive_s: f64,
+    retry_ms: u64,
+    opened: bool,
+    ended: bool,
+    /// The event written last, confirmed when the runtime asks for the next chunk.
+    unconfirmed: Option<u64>,
+    /// The stream ends if no message arrives before this.
+    idle_deadline: f64,
+    /// A keep-alive is due then.
+    keepalive_due: f64,
+}
+
+impl StreamSession {
+    pub fn new(now: f64, timeout_s: f64, keepalive_s: f64, retry_ms: u64) -> Self {
+        Self {
+            timeout_s,
+            keepalive_s,
+            retry_ms,
+            opened: false,
+            ended: false,
+            unconfirmed: None,
+            idle_deadline: now + timeout_s,
+            keepalive_due: now + keepalive_s,
+        }
+    }
+
+    /// The runtime asks for the next chunk, so it has taken the previous one:
+    /// the event in it, if any, is to be confirmed to the object.
+    pub fn next_pulled(&mut self) -> Option<u64> {
+        self.unconfirmed.take()
+    }
+
+    /// What to do with nothing received.
+    pub fn step(&mut self, now: f64) -> StreamStep {
+        if self.ended {
+            return StreamStep::End;
+        }
+        if !self.opened {
+            self.opened = true;
+            return StreamStep::Write(sse::preamble(self.retry_ms));
+        }
+        if now >= self.idle_deadline {
+            return self.end();
+        }
+        if now >= self.keepalive_due {
+            self.keepalive_due = now + self.keepalive_s;
+            return StreamStep::KeepAlive;
+        }
+        StreamStep::Wait {
+            until: self.idle_deadline.min(self.keepalive_due),
+        }
+    }
+
+    /// The object pushed a message: write it as one event.
+    pub fn message(&mut self, seq: u64, text: &str, now: f64) -> StreamStep {
+        if self.ended {
+            return StreamStep::End;
+        }
+        self.unconfirmed = Some(seq);
+        self.idle_deadline = now + self.timeout_s;
+        self.keepalive_due = now + self.keepalive_s;
+        StreamStep::Write(sse::event(seq, text))
+    }
+
+    /// The object ended the subscription, or its socket closed.
+    pub fn end(&mut self) -> StreamStep {
+        self.ended = true;
+        self.unconfirmed = None;
+        StreamStep::End
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::entity::{EntityId, Role};
+    use crate::protocol::message::tests::{entity, message_text};
+    use crate::protocol::message::IncomingMessage;
+    use crate::store::memory::MemoryMailbox;
+    use uuid::Uuid;
+
+    const WINDOW: f64 = 60.0;
+
+    fn owner() -> Identity {
+        Identity::anonymous()
+    }
+
+    fn mailbox() -> (Mailbox<MemoryMailbox>, EntityId) {
+        let id = entity(Role::Agent);
+        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        mailbox.create(&owner(), &id, None, 0.0).unwrap();
+        (mailbox, id)
+    }
+
+    fn send(mailbox: &mut Mailbox<MemoryMailbox>, dest: &EntityId, now: f64) -> u64 {
+        let text = message_text(&entity(Role::User), dest, "response", Uuid::new_v4());
+        let message = IncomingMessage::parse(text).unwrap();
+        mailbox.deliver(None, &message, now, WINDOW).unwrap()
+    }
+
+    fn stream(mailbox: &mut Mailbox<MemoryMailbox>, last_event_id: Option<u64>) -> Subscriber {
+        mailbox
+            .subscribe(
+                &owner(),
+                SubscriberKind::Stream { replay_after: None },
+                last_event_id,
+                WINDOW,
+                &mut [],
+                0.0,
+            )
+            .unwrap()
+            .subscriber
+    }
+
+    fn pushed(pushes: &[(usize, Push)]) -> Vec<(usize, u64)> {
+        pushes
+            .iter()
+            .map(|(index, push)| match push {
+                Push::Message(message) => (*index, message.seq),
+                Push::End(error) => panic!("unexpected end: {error:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_gets_one_message_at_a_time_and_the_next_after_confirming() {
+        let (mut mailbox, id) = mailbox();
+        let seqs: Vec<u64> = (0..3)
+            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
+            .collect();
+        let mut subs = vec![stream(&mut mailbox, None)];
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
+            [(0, seqs[0])]
+        );
+        // Nothing more until the Worker confirms.
+        assert!(mailbox.dispatch(&mut subs, 0.0).unwrap().is_empty());
+        mailbox.confirm(&mut subs[0], seqs[0], 5.0).unwrap();
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
+            [(0, seqs[1])]
+        );
+        // A confirmed message is no longer queued, but kept.
+        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 2);
+    }
+
+    #[test]
+    fn two_sockets_never_get_the_same_message() {
+        let (mut mailbox, id) = mailbox();
+        let a = send(&mut mailbox, &id, 1.0);
+        let b = send(&mut mailbox, &id, 2.0);
+        let mut subs = vec![stream(&mut mailbox, None), stream(&mut mailbox, None)];
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
+            [(0, a), (1, b)]
+        );
+    }
+
+    #[test]
+    fn a_closed_socket_releases_its_unconfirmed_message_to_the_next_listener() {
+        let (mut mailbox, id) = mailbox();
+        let a = send(&mut mailbox, &id, 1.0);
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        // The socket closes: its subscriber is dropped, and with it the lease.
+        subs.clear();
+        subs.push(stream(&mut mailbox, None));
+        assert_eq!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), [(0, a)]);
+    }
+
+    #[test]
+    fn last_event_id_replays_confirmed_messages_after_it_then_the_queue() {
+        let (mut mailbox, id) = mailbox();
+        let seqs: Vec<u64> = (0..4)
+            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
+            .collect();
+        let mut subs = vec![stream(&mut mailbox, None)];
+        // The first three are written and confirmed; the client read only the first.
+        for seq in &seqs[..3] {
+            mailbox.dispatch(&mut subs, 0.0).unwrap();
+            mailbox.confirm(&mut subs[0], *seq, 10.0).unwrap();
+        }
+        let mut subs = vec![stream(&mut mailbox, Some(seqs[0]))];
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let pushes = pushed(&mailbox.dispatch(&mut subs, 5.0 + WINDOW).unwrap());
+            let (_, seq) = pushes[0];
+            got.push(seq);
+            mailbox.confirm(&mut subs[0], seq, 21.0).unwrap();
+        }
+        assert_eq!(got, seqs[1..]);
+        assert!(mailbox
+            .dispatch(&mut subs, 5.0 + WINDOW)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn replay_stops_at_the_window() {
+        let (mut mailbox, id) = mailbox();
+        let old = send(&mut mailbox, &id, 1.0);
+        let recent = send(&mut mailbox, &id, 2.0);
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        mailbox.confirm(&mut subs[0], old, 10.0).unwrap();
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        mailbox.confirm(&mut subs[0], recent, 80.0).unwrap();
+        // At 100 s with a 60 s window, only the message confirmed at 80 s replays.
+        let mut subs = vec![stream(&mut mailbox, Some(0))];
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 100.0).unwrap()),
+            [(0, recent)]
+        );
+    }
+
+    #[test]
+    fn a_reconnect_takes_over_what_the_broken_stream_held_in_order() {
+        let (mut mailbox, id) = mailbox();
+        let seqs: Vec<u64> = (0..3)
+            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
+            .collect();
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        mailbox.confirm(&mut subs[0], seqs[0], 5.0).unwrap();
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        // The client read seqs[1] but the stream broke before the confirmation,
+        // and the old socket has not closed yet.
+        let opened = mailbox
+            .subscribe(
+                &owner(),
+                SubscriberKind::Stream { replay_after: None },
+                Some(seqs[1]),
+                WINDOW,
+                &mut subs,
+                6.0,
+            )
+            .unwrap();
+        assert_eq!(opened.superseded, [0]);
+        assert_eq!(subs[0].pending, None);
+        subs.push(opened.subscriber);
+        subs.remove(0);
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
+            [(0, seqs[2])]
+        );
+        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 1);
+    }
+
+    #[test]
+    fn a_reconnect_gets_again_what_the_broken_stream_held_but_the_client_missed() {
+        let (mut mailbox, id) = mailbox();
+        let a = send(&mut mailbox, &id, 1.0);
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        let opened = mailbox
+            .subscribe(
+                &owner(),
+                SubscriberKind::Stream { replay_after: None },
+                Some(a - 1),
+                WINDOW,
+                &mut subs,
+                6.0,
+            )
+            .unwrap();
+        let mut subs = vec![opened.subscriber];
+        assert_eq!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), [(0, a)]);
+    }
+
+    #[test]
+    fn a_poll_gets_one_message_and_its_confirmation_removes_it() {
+        let (mut mailbox, id) = mailbox();
+        let a = send(&mut mailbox, &id, 1.0);
+        send(&mut mailbox, &id, 2.0);
+        let opened = mailbox
+            .subscribe(
+                &owner(),
+                SubscriberKind::Poll { served: false },
+                None,
+                WINDOW,
+                &mut [],
+                0.0,
+            )
+            .unwrap();
+        let mut subs = vec![opened.subscriber];
+        assert_eq!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), [(0, a)]);
+        mailbox.confirm(&mut subs[0], a, 3.0).unwrap();
+        assert!(mailbox.dispatch(&mut subs, 0.0).unwrap().is_empty());
+        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 1);
+        // Nothing of it is kept for replay.
+        let mut subs = vec![stream(&mut mailbox, Some(0))];
+        assert_ne!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), [(0, a)]);
+    }
+
+    #[test]
+    fn subscribing_needs_an_active_mailbox_and_termination_ends_every_subscriber() {
+        let (mut mailbox, _) = mailbox();
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.terminate(&owner(), 1.0).unwrap();
+        let pushes = mailbox.dispatch(&mut subs, 0.0).unwrap();
+        assert_eq!(pushes, [(0, Push::End(ExchangeError::Terminated))]);
+        let again = mailbox.subscribe(
+            &owner(),
+            SubscriberKind::Stream { replay_after: None },
+            None,
+            WINDOW,
+            &mut [],
+            2.0,
+        );
+        assert_eq!(again, Err(ExchangeError::Terminated));
+    }
+
+    #[test]
+    fn a_confirmed_row_out_of_the_window_is_recycled_by_the_next_send() {
+        let (mut mailbox, id) = mailbox();
+        let a = send(&mut mailbox, &id, 1.0);
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        mailbox.confirm(&mut subs[0], a, 2.0).unwrap();
+        send(&mut mailbox, &id, 2.0 + WINDOW + 1.0);
+        // The old message is gone: a replay from the start finds only the new one.
+        let mut subs = vec![stream(&mut mailbox, Some(0))];
+        let pushes = pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap());
+        assert_ne!(pushes[0].1, a);
+    }
+
+    #[test]
+    fn a_stream_session_opens_writes_confirms_keeps_alive_and_ends_idle() {
+        let mut session = StreamSession::new(0.0, 10.0, 3.0, 100);
+        assert_eq!(session.step(0.0), StreamStep::Write(sse::preamble(100)));
+        assert_eq!(session.next_pulled(), None);
+        assert_eq!(session.step(0.0), StreamStep::Wait { until: 3.0 });
+        assert_eq!(session.step(3.0), StreamStep::KeepAlive);
+        assert_eq!(session.step(3.5), StreamStep::Wait { until: 6.0 });
+        assert_eq!(
+            session.message(7, "{}", 4.0),
+            StreamStep::Write(sse::event(7, "{}"))
+        );
+        // Confirmed once the runtime pulls again, and only once.
+        assert_eq!(session.next_pulled(), Some(7));
+        assert_eq!(session.next_pulled(), None);
+        // A message pushes both deadlines out.
+        assert_eq!(session.step(5.0), StreamStep::Wait { until: 7.0 });
+        assert_eq!(session.step(7.0), StreamStep::KeepAlive);
+        assert_eq!(session.step(12.0), StreamStep::KeepAlive);
+        assert_eq!(session.step(13.0), StreamStep::Wait { until: 14.0 });
+        assert_eq!(session.step(14.0), StreamStep::End);
+        assert_eq!(session.step(14.0), StreamStep::End);
+    }
+
+    #[test]
+    fn an_ended_session_confirms_nothing_it_did_not_hand_over() {
+        let mut session = StreamSession::new(0.0, 10.0, 3.0, 100);
+        session.step(0.0);
+        session.message(7, "{}", 1.0);
+        assert_eq!(session.end(), StreamStep::End);
+        assert_eq!(session.next_pulled(), None);
+        assert_eq!(session.message(8, "{}", 2.0), StreamStep::End);
+    }
+}
