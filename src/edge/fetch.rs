@@ -10,7 +10,6 @@ use uuid::Uuid;
 use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
 use super::authenticate::authenticate;
-use super::mailbox_object::BOOT_HEADER;
 use super::subscription;
 use super::{call_object, internal, read_outcome, Costs};
 use crate::auth::AuthSettings;
@@ -41,8 +40,8 @@ async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<
             "x-exchange-rows-written",
             &costs.rows_written.get().to_string(),
         );
-        if let Some(boot) = costs.object_boot.take() {
-            let _ = headers.set(BOOT_HEADER, &boot);
+        for (name, value) in costs.object_instance.take() {
+            let _ = headers.set(name, &value);
         }
     }
     Ok(response)

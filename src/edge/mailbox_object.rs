@@ -35,6 +35,12 @@ use crate::rpc::{
 /// The header carrying [`Mailbox::boot_id`] on every answer that is not a socket.
 pub(super) const BOOT_HEADER: &str = "x-exchange-object-boot";
 
+/// The header carrying the SQLite rows written by this isolate so far, also on
+/// every answer that is not a socket: the difference between two answers counts
+/// what happened in between, including work no response reports (a listen
+/// stream's confirmations).
+pub(super) const ISOLATE_ROWS_HEADER: &str = "x-exchange-isolate-rows-written";
+
 /// WebSocket close code for a socket whose stream another took over.
 const SUPERSEDED: u16 = 4000;
 
@@ -179,7 +185,9 @@ impl Mailbox {
     /// boot id.
     fn answer(&self, outcome: &Outcome, rows_before: u64) -> worker::Result<Response> {
         let mut response = outcome_response(outcome, rows_before)?;
-        response.headers_mut().set(BOOT_HEADER, &self.boot_id)?;
+        let headers = response.headers_mut();
+        headers.set(BOOT_HEADER, &self.boot_id)?;
+        headers.set(ISOLATE_ROWS_HEADER, &rows_written_so_far().to_string())?;
         Ok(response)
     }
 

@@ -39,8 +39,9 @@ struct Costs {
     pub(crate) reported: Cell<bool>,
     pub(crate) object_calls: Cell<u64>,
     pub(crate) rows_written: Cell<u64>,
-    /// The boot id of the mailbox object instance that answered last.
-    pub(crate) object_boot: RefCell<Option<String>>,
+    /// The headers about the mailbox object instance that answered last
+    /// (its boot id, its isolate's rows written so far), passed on as they are.
+    pub(crate) object_instance: RefCell<Vec<(&'static str, String)>>,
 }
 
 impl Costs {
@@ -54,8 +55,16 @@ impl Costs {
             .unwrap_or(0);
         self.object_calls.set(self.object_calls.get() + 1);
         self.rows_written.set(self.rows_written.get() + rows);
-        if let Ok(Some(boot)) = response.headers().get(mailbox_object::BOOT_HEADER) {
-            *self.object_boot.borrow_mut() = Some(boot);
+        let reported = [
+            mailbox_object::BOOT_HEADER,
+            mailbox_object::ISOLATE_ROWS_HEADER,
+        ];
+        let instance: Vec<(&'static str, String)> = reported
+            .into_iter()
+            .filter_map(|name| Some((name, response.headers().get(name).ok()??)))
+            .collect();
+        if !instance.is_empty() {
+            *self.object_instance.borrow_mut() = instance;
         }
     }
 }
