@@ -1,7 +1,8 @@
 // Serves the built Worker (build/index.js + its wasm) from workerd through
 // Miniflare's API, with no `wrangler dev` proxy in front: the benchmark's
-// "workerd-direct" target. Durable Objects are SQLite-backed and persisted
-// under --persist (as `wrangler dev --persist-to` does).
+// "workerd" target, and the black-box tests that must see what workerd itself
+// answers (harness.WorkerdDirectProcess). Durable Objects are SQLite-backed and
+// persisted under --persist (as `wrangler dev --persist-to` does).
 //
 //   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/index.js]
 //                                [--vars JSON] [--compatibility-date YYYY-MM-DD]

@@ -2,10 +2,10 @@
 
 Each target is started on a free 127.0.0.1 port in its own session and stopped
 through its own process group, using the black-box test harness
-(``tests/blackbox/harness.py``): ``ExchangeProcess`` already knows how to start
-``wrangler dev`` and academy's server and how to stop them; the two targets it
-does not know (workerd without the dev proxy, academy's Redis backend) are
-small subclasses that only change the command line.
+(``tests/blackbox/harness.py``): it already knows how to start ``wrangler dev``,
+workerd without the dev proxy and academy's server, and how to stop them; the
+targets it does not know (a ``wrangler dev`` on a build snapshot, academy's
+Redis backend) are small subclasses that only change the command line.
 
 A target's CPU time is the user + system time of every live process in its
 process groups (a Redis-backed target counts redis-server too).
@@ -20,7 +20,6 @@ import shutil
 import socket
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -41,15 +40,6 @@ WORKER_VARS = {
 }
 
 
-def wrangler_config() -> dict:
-    return tomllib.loads((REPO / 'wrangler.toml').read_text())
-
-
-def worker_vars() -> dict[str, str]:
-    """``[vars]`` of wrangler.toml with the benchmark's overrides on top."""
-    return {**{k: str(v) for k, v in wrangler_config().get('vars', {}).items()}, **WORKER_VARS}
-
-
 def snapshot_build(dest: Path) -> dict[str, str]:
     """Copy the built Worker (build/) to ``dest``: both worker targets serve this
     copy, so a rebuild (or a src/ edit that ``wrangler dev`` would notice)
@@ -65,38 +55,6 @@ def snapshot_build(dest: Path) -> dict[str, str]:
     }
 
 
-class WorkerdDirectProcess(harness.ExchangeProcess):
-    """The built Worker served by workerd through Miniflare's API
-    (``bench/serve_workerd.mjs``): no ``wrangler dev`` proxy in front.
-
-    Miniflare's entry worker still runs in front of ours inside workerd (about
-    1 ms of CPU per request here). The ``workerd`` binary alone, from a plain
-    config, would avoid it, but failed with ``SQLITE_NOMEM`` after a few
-    thousand SQLite-backed objects on this machine, so it cannot run workload 4.
-    """
-
-    def __init__(self, build_dir: Path, **kwargs) -> None:
-        super().__init__('worker', **kwargs)
-        self.build_dir = build_dir
-
-    def _command(self) -> tuple[list[str], dict[str, str], Path]:
-        cmd = [
-            'node',
-            str(BENCH / 'serve_workerd.mjs'),
-            '--script',
-            str(self.build_dir / 'index.js'),
-            '--port',
-            str(self.port),
-            '--persist',
-            str(self.persist_dir),
-            '--vars',
-            json.dumps(worker_vars()),
-            '--compatibility-date',
-            wrangler_config()['compatibility_date'],
-        ]
-        return cmd, dict(os.environ), REPO
-
-
 class WranglerDevProcess(harness.ExchangeProcess):
     """``wrangler dev`` exactly as the black-box tests start it, except that its
     config (written next to its state) serves the build snapshot and has no
@@ -108,7 +66,7 @@ class WranglerDevProcess(harness.ExchangeProcess):
 
     def _command(self) -> tuple[list[str], dict[str, str], Path]:
         cmd, env, cwd = super()._command()
-        config = wrangler_config()
+        config = harness.wrangler_config()
         config.pop('build', None)
         config['main'] = str(self.build_dir / 'worker' / 'shim.mjs')
         path = self._own_tmp / 'wrangler.json'
@@ -206,19 +164,7 @@ class Target:
 
     def _members(self) -> list[Path]:
         """/proc entries of every live process in this target's groups."""
-        groups = self.process_groups()
-        members = []
-        for entry in Path('/proc').iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / 'stat').read_text()
-            except OSError:
-                continue  # exited meanwhile
-            # Fields after "(comm)": state ppid pgrp ... utime(14) stime(15).
-            if int(stat.rsplit(')', 1)[1].split()[2]) in groups:
-                members.append(entry)
-        return members
+        return harness.group_members(self.process_groups())
 
     def cpu_seconds(self) -> float:
         """utime + stime of every live process in this target's groups."""
@@ -233,18 +179,11 @@ class Target:
 
     def rss_mb(self) -> float:
         """Resident memory of every live process in this target's groups."""
-        kib = 0
-        for entry in self._members():
-            try:
-                lines = (entry / 'status').read_text().splitlines()
-            except OSError:
-                continue
-            kib += sum(int(line.split()[1]) for line in lines if line.startswith('VmRSS:'))
-        return kib / 1024
+        return harness.resident_kib(self._members()) / 1024
 
 
 def workerd_direct(log_dir: Path, build_dir: Path) -> Target:
-    return Target('workerd', [WorkerdDirectProcess(build_dir, log_dir=log_dir)], ours=True)
+    return Target('workerd', [harness.WorkerdDirectProcess(build_dir, vars=WORKER_VARS, log_dir=log_dir)], ours=True)
 
 
 def wrangler_dev(log_dir: Path, build_dir: Path) -> Target:

@@ -7,15 +7,20 @@
 use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
+use worker::js_sys::Uint8Array;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult};
 use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
 use super::authenticate::authenticate;
 use super::subscription;
-use super::{call_object, internal, read_outcome, Costs};
+use super::{call_object, internal, js_internal, read_outcome, Costs};
 use crate::auth::AuthSettings;
 use crate::core::directory::entries_for;
 use crate::core::mailbox::{Registration, Termination};
 use crate::core::permission::Identity;
+use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::request::{last_event_id, parse_command, Command, Route};
@@ -177,24 +182,7 @@ async fn handle(
     // Who is calling comes only from the authenticator, never from client headers.
     let caller = authenticate(request, &auth).await?;
 
-    let declared = request
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|length| length.parse::<u64>().ok());
-    if let Some(size) = declared.filter(|size| *size > config.body_size_limit()) {
-        return Err(ExchangeError::BodyTooLarge {
-            size,
-            limit: config.body_size_limit(),
-        });
-    }
-    let body = request
-        .bytes()
-        .await
-        .map_err(|error| ExchangeError::InvalidBody {
-            reason: error.to_string(),
-        })?;
+    let body = read_body(request, config.body_size_limit()).await?;
     let query: Vec<(String, String)> = if method == "GET" {
         url.query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -223,6 +211,49 @@ async fn handle(
         config: &config,
     };
     dispatch(command, caller, last_event_id, &objects).await
+}
+
+/// Reads the request body chunk by chunk from the runtime's stream, whatever its
+/// headers say (a chunked body has no length), and stops at `limit`: a chunk that
+/// would pass it is refused before it is copied into the Worker's memory, and the
+/// rest of the upload is cancelled, so a body never costs more than `limit`.
+async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeError> {
+    let declared = request
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|length| length.parse::<u64>().ok());
+    let mut body = BodyBuffer::new(declared, limit)?;
+    let Some(stream) = request.inner().body() else {
+        return Ok(body.into_bytes());
+    };
+    let unreadable = |error: JsValue| ExchangeError::InvalidBody {
+        reason: format!("the body could not be read ({error:?})"),
+    };
+    let reader = ReadableStreamDefaultReader::new(&stream).map_err(unreadable)?;
+    loop {
+        let next: ReadableStreamReadResult = JsFuture::from(reader.read())
+            .await
+            .map_err(unreadable)?
+            .unchecked_into();
+        if next.get_done().unwrap_or(true) {
+            return Ok(body.into_bytes());
+        }
+        let chunk: Uint8Array = next
+            .get_value()
+            .dyn_into()
+            .map_err(js_internal("body chunk"))?;
+        match body.room_for(chunk.length() as usize) {
+            Ok(room) => chunk.copy_to(room),
+            Err(refusal) => {
+                // The answer does not wait for the cancellation; a failure to
+                // cancel only means the runtime discards the rest itself.
+                let _ = reader.cancel();
+                return Err(refusal);
+            }
+        }
+    }
 }
 
 /// Carries out one validated command.

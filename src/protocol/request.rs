@@ -2,12 +2,17 @@
 //! fields make. Every malformed input becomes an [`ExchangeError`] with a 4xx status.
 //!
 //! Fields come from a JSON object body — the client sends bodies on GET and DELETE
-//! too — and, for GET, also from query parameters. Unknown fields are ignored.
+//! too — and, for GET, also from query parameters. Unknown fields are ignored, and
+//! never stored.
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::{to_raw_value, RawValue};
 
 use super::config::Config;
-use super::entity::{json_kind, EntityId};
+use super::entity::{EntityId, JsonKind};
 use super::error::ExchangeError;
 use super::message::IncomingMessage;
 
@@ -129,19 +134,14 @@ pub fn last_event_id(header: Option<&str>) -> Option<u64> {
 }
 
 /// Parses the fields of a request for `route`. `query` holds the decoded query
-/// parameters (used by GET only); `body` the raw body bytes.
+/// parameters (used by GET only); `body` the raw body bytes, already read within
+/// the body limit ([`super::body::BodyBuffer`]).
 pub fn parse_command(
     route: Route,
     query: &[(String, String)],
     body: &[u8],
     config: &Config,
 ) -> Result<Command, ExchangeError> {
-    if body.len() as u64 > config.body_size_limit() {
-        return Err(ExchangeError::BodyTooLarge {
-            size: body.len() as u64,
-            limit: config.body_size_limit(),
-        });
-    }
     let fields = Fields::read(body, query)?;
     let mailbox = || fields.entity("mailbox");
     Ok(match route {
@@ -167,7 +167,7 @@ pub fn parse_command(
             timeout_s: fields.timeout(config.listen_timeout_s)?,
         },
         Route::Discover => Command::Discover {
-            agent: fields.non_empty_string("agent")?,
+            agent: fields.class_name()?,
             allow_subclasses: fields.boolean("allow_subclasses")?,
         },
         Route::Share => Command::Share {
@@ -202,44 +202,81 @@ pub fn validate_timeout(timeout_s: f64, max_s: f64) -> Result<f64, ExchangeError
     }
 }
 
-/// The request's fields: the body object, with query parameters filling the gaps.
-struct Fields(Map<String, Value>);
+/// Every field some route reads. A body's other fields are skipped unread.
+const FIELD_NAMES: [&str; 6] = [
+    "mailbox",
+    "agent",
+    "message",
+    "timeout",
+    "allow_subclasses",
+    "group_id",
+];
+
+/// Most classes an agent's MRO may list: registering an agent writes one directory
+/// object per class, and terminating it writes them again.
+pub const MRO_CLASS_LIMIT: usize = 64;
+
+/// Longest class name, in bytes (a class name names a directory object).
+pub const CLASS_NAME_LIMIT: usize = 1024;
+
+/// The request's fields, each kept as the JSON text it was sent as: the body
+/// object's, with query parameters filling the gaps. Only [`FIELD_NAMES`] are kept —
+/// the rest are skipped while parsing, not stored — and a field is read into a typed
+/// value only by the route that needs it, so no shape of body (many fields, long
+/// arrays, deep nesting) makes parsing hold more than the body's own size. A
+/// `serde_json::Value` of the body could take 10 to 30 times its size.
+#[derive(Default)]
+struct Fields(Vec<(&'static str, Box<RawValue>)>);
 
 impl Fields {
     fn read(body: &[u8], query: &[(String, String)]) -> Result<Self, ExchangeError> {
         let mut fields = if body.iter().all(u8::is_ascii_whitespace) {
-            Map::new()
+            Self::default()
+        } else if JsonKind::of(body) == JsonKind::Object {
+            serde_json::from_slice(body).map_err(not_json)?
         } else {
-            match serde_json::from_slice::<Value>(body) {
-                Ok(Value::Object(map)) => map,
-                Ok(other) => {
-                    return Err(ExchangeError::InvalidBody {
-                        reason: format!("expected a JSON object, got {}", json_kind(&other)),
-                    })
-                }
-                Err(error) => {
-                    return Err(ExchangeError::InvalidBody {
-                        reason: format!("not valid JSON ({error})"),
-                    })
-                }
-            }
+            // Checked, without storing anything, to tell the client which it is.
+            serde_json::from_slice::<IgnoredAny>(body).map_err(not_json)?;
+            return Err(ExchangeError::InvalidBody {
+                reason: format!("expected a JSON object, got {}", JsonKind::of(body)),
+            });
         };
         for (key, text) in query {
-            // Query values are text; numbers and booleans are read as such.
-            let value = match serde_json::from_str::<Value>(text) {
-                Ok(value @ (Value::Number(_) | Value::Bool(_))) => value,
-                _ => Value::String(text.clone()),
+            let Some(name) = FIELD_NAMES.into_iter().find(|name| name == key) else {
+                continue;
             };
-            fields.entry(key.clone()).or_insert(value);
+            if fields.get(name).is_some() {
+                continue; // the body's value wins
+            }
+            // Query values are text; numbers and booleans are read as such.
+            let value = match serde_json::from_str::<Box<RawValue>>(text) {
+                Ok(value)
+                    if matches!(
+                        JsonKind::of(value.get().as_bytes()),
+                        JsonKind::Number | JsonKind::Boolean
+                    ) =>
+                {
+                    value
+                }
+                _ => to_raw_value(text).map_err(|e| ExchangeError::field(name, e.to_string()))?,
+            };
+            fields.0.push((name, value));
         }
-        Ok(Self(fields))
+        Ok(fields)
     }
 
-    fn present(&self, name: &str) -> Option<&Value> {
-        self.0.get(name).filter(|value| !value.is_null())
+    fn get(&self, name: &str) -> Option<&RawValue> {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, value)| &**value)
     }
 
-    fn required(&self, name: &str) -> Result<&Value, ExchangeError> {
+    fn present(&self, name: &str) -> Option<&RawValue> {
+        self.get(name).filter(|value| kind(value) != JsonKind::Null)
+    }
+
+    fn required(&self, name: &str) -> Result<&RawValue, ExchangeError> {
         self.present(name)
             .ok_or_else(|| ExchangeError::field(name, "missing"))
     }
@@ -250,22 +287,31 @@ impl Fields {
     }
 
     fn non_empty_string(&self, name: &str) -> Result<String, ExchangeError> {
-        match self.required(name)? {
-            Value::String(text) if !text.is_empty() => Ok(text.clone()),
-            Value::String(_) => Err(ExchangeError::field(name, "must not be empty")),
-            other => Err(ExchangeError::field(
-                name,
-                format!("expected a string, got {}", json_kind(other)),
-            )),
+        let text = match self.required(name)? {
+            value if kind(value) == JsonKind::String => {
+                string(value).map_err(|e| ExchangeError::field(name, e.to_string()))?
+            }
+            other => {
+                return Err(ExchangeError::field(
+                    name,
+                    format!("expected a string, got {}", kind(other)),
+                ))
+            }
+        };
+        if text.is_empty() {
+            return Err(ExchangeError::field(name, "must not be empty"));
         }
+        Ok(text)
     }
 
     fn boolean(&self, name: &str) -> Result<bool, ExchangeError> {
-        match self.required(name)? {
-            Value::Bool(flag) => Ok(*flag),
-            other => Err(ExchangeError::field(
+        let value = self.required(name)?;
+        match value.get() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(ExchangeError::field(
                 name,
-                format!("expected true or false, got {}", json_kind(other)),
+                format!("expected true or false, got {}", kind(value)),
             )),
         }
     }
@@ -276,41 +322,57 @@ impl Fields {
             return Ok(None);
         }
         let joined = self.non_empty_string("agent")?;
-        let mro: Vec<String> = joined
+        // Counted before anything is stored: one past the limit is enough to refuse.
+        let mro: Vec<&str> = joined
             .split(',')
-            .map(|name| name.trim().to_owned())
+            .map(str::trim)
+            .take(MRO_CLASS_LIMIT + 1)
             .collect();
-        if mro.iter().any(String::is_empty) {
+        if mro.len() > MRO_CLASS_LIMIT {
             return Err(ExchangeError::field(
                 "agent",
-                "class names must not be empty",
+                format!("an MRO of more than {MRO_CLASS_LIMIT} classes"),
             ));
         }
-        Ok(Some(mro))
+        for class in &mro {
+            check_class_name("agent", class)?;
+        }
+        Ok(Some(mro.into_iter().map(str::to_owned).collect()))
+    }
+
+    /// `agent` on discover: one class name.
+    fn class_name(&self) -> Result<String, ExchangeError> {
+        let class = self.non_empty_string("agent")?;
+        check_class_name("agent", &class)?;
+        Ok(class)
     }
 
     fn timeout(&self, max_s: f64) -> Result<f64, ExchangeError> {
         match self.present("timeout") {
             None => Ok(max_s),
-            Some(Value::Number(number)) => {
-                validate_timeout(number.as_f64().unwrap_or(f64::NAN), max_s)
+            Some(value) if kind(value) == JsonKind::Number => {
+                validate_timeout(serde_json::from_str(value.get()).unwrap_or(f64::NAN), max_s)
             }
             Some(other) => Err(ExchangeError::field(
                 "timeout",
-                format!("expected a number of seconds, got {}", json_kind(other)),
+                format!("expected a number of seconds, got {}", kind(other)),
             )),
         }
     }
 
-    /// `message`: the message JSON as a string (as the client sends it), or an object.
+    /// `message`: the message JSON as a string (as the client sends it), or an
+    /// object, whose text is then taken as it was sent.
     fn message(&self, size_limit: u64) -> Result<IncomingMessage, ExchangeError> {
-        let text = match self.required("message")? {
-            Value::String(text) => text.clone(),
-            object @ Value::Object(_) => object.to_string(),
+        let value = self.required("message")?;
+        let text = match kind(value) {
+            JsonKind::String => {
+                string(value).map_err(|e| ExchangeError::field("message", e.to_string()))?
+            }
+            JsonKind::Object => value.get().to_owned(),
             other => {
                 return Err(ExchangeError::field(
                     "message",
-                    format!("expected a message JSON string, got {}", json_kind(other)),
+                    format!("expected a message JSON string, got {other}"),
                 ))
             }
         };
@@ -324,12 +386,72 @@ impl Fields {
     }
 }
 
+/// Reads a body object, keeping only [`FIELD_NAMES`]; a repeated field keeps its
+/// last value (as Python's `json` does).
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Fields;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(name) = FIELD_NAMES.into_iter().find(|name| *name == key) else {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    };
+                    let value: Box<RawValue> = map.next_value()?;
+                    fields.0.retain(|(known, _)| *known != name);
+                    fields.0.push((name, value));
+                }
+                Ok(fields)
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+fn kind(value: &RawValue) -> JsonKind {
+    JsonKind::of(value.get().as_bytes())
+}
+
+/// The text of a JSON string value.
+fn string(value: &RawValue) -> Result<String, serde_json::Error> {
+    serde_json::from_str(value.get())
+}
+
+fn not_json(error: serde_json::Error) -> ExchangeError {
+    ExchangeError::InvalidBody {
+        reason: format!("not valid JSON ({error})"),
+    }
+}
+
+fn check_class_name(field: &str, class: &str) -> Result<(), ExchangeError> {
+    if class.is_empty() {
+        return Err(ExchangeError::field(field, "class names must not be empty"));
+    }
+    if class.len() > CLASS_NAME_LIMIT {
+        return Err(ExchangeError::field(
+            field,
+            format!("a class name longer than {CLASS_NAME_LIMIT} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::entity::Role;
     use crate::protocol::message::tests::{entity, message_text};
-    use serde_json::json;
+    use serde_json::{json, Value};
     use uuid::Uuid;
 
     fn parse(route: Route, body: Value) -> Result<Command, ExchangeError> {
@@ -636,13 +758,136 @@ mod tests {
     }
 
     #[test]
-    fn oversized_bodies_are_refused_before_parsing() {
-        let config = Config {
-            message_size_limit: 1,
-            ..Config::default()
+    fn unknown_fields_are_skipped_and_a_repeated_field_keeps_its_last_value() {
+        let (old, id) = (entity(Role::User), entity(Role::User));
+        let body = format!(
+            r#"{{"mailbox": {}, "padding": [[1, 2], {{"deep": [[[]]]}}], "mailbox": {}}}"#,
+            id_field(&old),
+            id_field(&id)
+        );
+        let command =
+            parse_command(Route::Status, &[], body.as_bytes(), &Config::default()).unwrap();
+        assert_eq!(command, Command::Status { mailbox: id });
+    }
+
+    #[test]
+    fn a_body_of_many_fields_or_long_arrays_keeps_only_the_fields_routes_read() {
+        let mut body = String::from(r#"{"mailbox": null, "list": ["#);
+        body.push_str(&"0,".repeat(100_000));
+        body.push_str(r#"0], "#);
+        for n in 0..10_000 {
+            body.push_str(&format!(r#""f{n}": {n}, "#));
+        }
+        body.push_str(r#""timeout": 1}"#);
+        let fields = Fields::read(body.as_bytes(), &[]).unwrap();
+        let kept: Vec<&str> = fields.0.iter().map(|(name, _)| *name).collect();
+        assert_eq!(kept, ["mailbox", "timeout"]);
+        assert_eq!(fields.present("mailbox").map(RawValue::get), None);
+        assert_eq!(fields.timeout(60.0), Ok(1.0));
+    }
+
+    #[test]
+    fn deep_nesting_is_skipped_in_fields_no_route_reads_and_refused_in_read_ones() {
+        let id = entity(Role::User);
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let body = format!(r#"{{"extra": {deep}, "mailbox": {}}}"#, id_field(&id));
+        let command = parse_command(Route::Status, &[], body.as_bytes(), &Config::default());
+        assert_eq!(command, Ok(Command::Status { mailbox: id }));
+        for (route, body) in [
+            (Route::Status, format!(r#"{{"mailbox": {deep}}}"#)),
+            (
+                Route::Status,
+                format!(r#"{{"mailbox": {{"uid": {deep}, "role": "user"}}}}"#),
+            ),
+            (
+                Route::Send,
+                format!(r#"{{"message": {{"header": {deep}, "body": {deep}}}}}"#),
+            ),
+        ] {
+            let error = parse_command(route, &[], body.as_bytes(), &Config::default());
+            assert_eq!(error.unwrap_err().status(), 400, "{route:?}");
+        }
+    }
+
+    #[test]
+    fn a_known_field_of_the_wrong_kind_is_named_in_the_refusal() {
+        let error = parse(Route::Status, json!({"mailbox": [1, 2, 3]})).unwrap_err();
+        assert_eq!(
+            error,
+            ExchangeError::field(
+                "mailbox",
+                "expected an entity id (a JSON string or object), got an array"
+            )
+        );
+        let error = parse(
+            Route::Discover,
+            json!({"agent": {"a": 1}, "allow_subclasses": true}),
+        );
+        assert_eq!(
+            error.unwrap_err(),
+            ExchangeError::field("agent", "expected a string, got an object")
+        );
+    }
+
+    #[test]
+    fn an_agent_mro_and_its_class_names_are_bounded() {
+        let id = entity(Role::Agent);
+        let create = |agent: String| {
+            parse(
+                Route::CreateMailbox,
+                json!({"mailbox": id_field(&id), "agent": agent}),
+            )
         };
-        let body = vec![b' '; config.body_size_limit() as usize + 1];
-        let error = parse_command(Route::Send, &[], &body, &config).unwrap_err();
-        assert_eq!(error.status(), 413);
+        let longest: Vec<String> = (0..MRO_CLASS_LIMIT).map(|n| format!("m.C{n}")).collect();
+        let Command::CreateMailbox { agent, .. } = create(longest.join(",")).unwrap() else {
+            panic!("not a create");
+        };
+        assert_eq!(agent, Some(longest));
+        let too_many = ",m.C".repeat(MRO_CLASS_LIMIT);
+        assert_eq!(
+            create(format!("m.A{too_many}")).unwrap_err(),
+            ExchangeError::field("agent", "an MRO of more than 64 classes")
+        );
+        let long_name = format!("m.{}", "A".repeat(CLASS_NAME_LIMIT));
+        assert_eq!(create(long_name.clone()).unwrap_err().status(), 400);
+        let discover = parse(
+            Route::Discover,
+            json!({"agent": long_name, "allow_subclasses": true}),
+        );
+        assert_eq!(
+            discover.unwrap_err(),
+            ExchangeError::field("agent", "a class name longer than 1024 bytes")
+        );
+    }
+
+    #[test]
+    fn an_object_message_is_kept_as_the_text_it_was_sent_as() {
+        let (src, dest) = (entity(Role::User), entity(Role::Agent));
+        let text = message_text(&src, &dest, "request", Uuid::new_v4());
+        let body = format!(r#"{{"message": {text}}}"#);
+        let command = parse_command(Route::Send, &[], body.as_bytes(), &Config::default());
+        let Ok(Command::Send { message }) = command else {
+            panic!("not a send: {command:?}");
+        };
+        assert_eq!(message.text, text);
+    }
+
+    #[test]
+    fn query_parameters_do_not_override_the_body_and_unknown_ones_are_ignored() {
+        let id = entity(Role::User);
+        let body = json!({"mailbox": id_field(&id), "timeout": 3}).to_string();
+        let query = vec![
+            ("timeout".to_owned(), "2".to_owned()),
+            ("other".to_owned(), "x".repeat(100)),
+        ];
+        let command =
+            parse_command(Route::Receive, &query, body.as_bytes(), &Config::default()).unwrap();
+        assert_eq!(
+            command,
+            Command::Receive {
+                mailbox: id,
+                timeout_s: 3.0
+            }
+        );
     }
 }

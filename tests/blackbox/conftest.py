@@ -16,6 +16,7 @@ import pytest
 
 from harness import Api
 from harness import ExchangeProcess
+from harness import serving
 from harness import TARGET
 
 
@@ -41,12 +42,7 @@ def pytest_collection_modifyitems(
 @pytest.fixture(scope='session')
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExchangeProcess]:
     """One exchange process shared by the whole session."""
-    proc = ExchangeProcess(log_dir=tmp_path_factory.mktemp('exchange-log'))
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.cleanup()
+    yield from serving(ExchangeProcess(log_dir=tmp_path_factory.mktemp('exchange-log')))
 
 
 @pytest.fixture

@@ -8,6 +8,10 @@ Two targets, chosen with the ``EXCHANGE_TARGET`` environment variable:
   (``python -m academy.exchange.cloud``) with the in-memory backend; the
   reference the tests are validated against.
 
+``WorkerdDirectProcess`` serves the built Worker from workerd without the
+``wrangler dev`` proxy, for the benchmark and for tests that must see exactly
+what workerd answers.
+
 Nothing here kills a process it did not start: every process is started in a
 new session and stopped through its own process group.
 """
@@ -27,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -310,6 +316,98 @@ class ExchangeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def resident_bytes(self) -> int:
+        """Resident memory of every live process in this process's group (for
+        the worker: wrangler's Node processes and the workerd they run)."""
+        if self.proc is None:
+            return 0
+        return 1024 * resident_kib(group_members({self.proc.pid}))
+
+
+def serving(proc: ExchangeProcess) -> Iterator[ExchangeProcess]:
+    """Start ``proc``, yield it, then stop it and remove its files: the body of a
+    fixture."""
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.cleanup()
+
+
+def wrangler_config() -> dict[str, Any]:
+    return tomllib.loads((REPO / 'wrangler.toml').read_text())
+
+
+class WorkerdDirectProcess(ExchangeProcess):
+    """The built Worker served by workerd through Miniflare's API
+    (``bench/serve_workerd.mjs``), with no ``wrangler dev`` proxy in front.
+    That proxy answers 503 "Your worker restarted mid-request", or cuts the
+    answer short, when the Worker answers a request whose upload has not
+    finished (a refused oversized body), and spends most of the CPU of a
+    request: tests of those answers and the benchmark use this instead.
+
+    Miniflare's entry worker still runs in front of ours inside workerd (about
+    1 ms of CPU per request here). The ``workerd`` binary alone, from a plain
+    config, would avoid it, but failed with ``SQLITE_NOMEM`` after a few
+    thousand SQLite-backed objects on this machine (the benchmark's registry
+    workload).
+
+    Args:
+        build_dir: The built Worker to serve (``build/`` unless told).
+        kwargs: As ``ExchangeProcess``; ``vars`` go on top of wrangler.toml's.
+    """
+
+    def __init__(self, build_dir: Path = REPO / 'build', **kwargs: Any) -> None:
+        super().__init__('worker', **kwargs)
+        self.build_dir = build_dir
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        config = wrangler_config()
+        settings = {k: str(v) for k, v in config.get('vars', {}).items()}
+        cmd = [
+            'node',
+            str(REPO / 'bench' / 'serve_workerd.mjs'),
+            '--script',
+            str(self.build_dir / 'index.js'),
+            '--port',
+            str(self.port),
+            '--persist',
+            str(self.persist_dir),
+            '--vars',
+            json.dumps({**settings, **self.vars}),
+            '--compatibility-date',
+            config['compatibility_date'],
+        ]
+        return cmd, dict(os.environ), REPO
+
+
+def group_members(groups: set[int]) -> list[Path]:
+    """/proc entries of every live process in the process groups ``groups``."""
+    members = []
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / 'stat').read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # Fields after "(comm)": state ppid pgrp ... utime(14) stime(15).
+        if int(stat.rsplit(')', 1)[1].split()[2]) in groups:
+            members.append(entry)
+    return members
+
+
+def resident_kib(members: list[Path]) -> int:
+    """VmRSS of the processes at these /proc entries, in KiB."""
+    kib = 0
+    for entry in members:
+        try:
+            lines = (entry / 'status').read_text().splitlines()
+        except OSError:
+            continue  # exited meanwhile
+        kib += sum(int(line.split()[1]) for line in lines if line.startswith('VmRSS:'))
+    return kib
 
 
 def _signal_group(pgid: int, sig: int) -> None:
