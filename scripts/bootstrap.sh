@@ -2,7 +2,8 @@
 # Installs everything the build and the tests need, offline-safe and idempotent:
 # the wasm32 target, worker-build and wasm-bindgen-cli (pinned; the CLI must match
 # the wasm-bindgen version in Cargo.lock exactly), wrangler from npm (its esbuild is
-# what worker-build bundles with), and a Python venv with academy-py 1.0.0.
+# what worker-build bundles with), a Python venv with academy-py 1.0.0, and a second
+# one with academy-py 0.1.0 (the first HTTP client; same package name, so its own venv).
 # Nothing is downloaded from outside the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +39,14 @@ if [ ! -x node_modules/.bin/wrangler ] || ! cmp -s package-lock.json node_module
   cp package-lock.json node_modules/.installed-from-lock
 fi
 
-if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt .venv/requirements.txt; then
-  log "creating the Python venv for the client tests"
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-  cp tests/requirements.txt .venv/requirements.txt
-fi
+# A copy of each requirements file marks what its venv was installed from.
+install_venv() { # venv directory, requirements file, what it is for
+  if [ ! -x "$1/bin/python" ] || ! cmp -s "$2" "$1/requirements.txt"; then
+    log "creating the Python venv for $3"
+    python3 -m venv "$1"
+    "$1/bin/pip" install --quiet --disable-pip-version-check -r "$2"
+    cp "$2" "$1/requirements.txt"
+  fi
+}
+install_venv .venv tests/requirements.txt "the client tests"
+install_venv .venv-academy010 tests/requirements-academy010.txt "the academy-py 0.1.0 client test"

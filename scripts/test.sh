@@ -2,7 +2,8 @@
 # Runs every test: formatting and lints (host and wasm32), the native unit tests of
 # the pure core, then the black-box suite against the real Worker in workerd
 # (wrangler dev, started per test session on free 127.0.0.1 ports), driven by raw
-# HTTP and by the real academy-py 1.0.0 client; last, a smoke run of the benchmark.
+# HTTP and by the real academy-py clients (1.0.0, and 0.1.0 in its own venv); last, a
+# smoke run of the benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

@@ -4,6 +4,9 @@
 //! Fields come from a JSON object body — the client sends bodies on GET and DELETE
 //! too — and, for GET, also from query parameters. Unknown fields are ignored, and
 //! never stored.
+//!
+//! `behavior` is read as the older name of `agent` (academy-py 0.1.0's HTTP client
+//! sends it on `POST /mailbox` and `GET /discover`); `agent` wins when both are sent.
 
 use std::fmt;
 
@@ -203,9 +206,10 @@ pub fn validate_timeout(timeout_s: f64, max_s: f64) -> Result<f64, ExchangeError
 }
 
 /// Every field some route reads. A body's other fields are skipped unread.
-const FIELD_NAMES: [&str; 6] = [
+const FIELD_NAMES: [&str; 7] = [
     "mailbox",
     "agent",
+    "behavior",
     "message",
     "timeout",
     "allow_subclasses",
@@ -316,12 +320,23 @@ impl Fields {
         }
     }
 
-    /// `agent` on create: the comma-joined MRO, most derived class first.
+    /// Which field names the agent's class: `agent`, or else its older name
+    /// `behavior` if only that was sent. Errors then name the field the client sent.
+    fn agent_field_name(&self) -> &'static str {
+        if self.present("agent").is_none() && self.present("behavior").is_some() {
+            "behavior"
+        } else {
+            "agent"
+        }
+    }
+
+    /// `agent` (or `behavior`) on create: the comma-joined MRO, most derived class first.
     fn agent_mro(&self) -> Result<Option<Vec<String>>, ExchangeError> {
-        if self.present("agent").is_none() {
+        let name = self.agent_field_name();
+        if self.present(name).is_none() {
             return Ok(None);
         }
-        let joined = self.non_empty_string("agent")?;
+        let joined = self.non_empty_string(name)?;
         // Counted before anything is stored: one past the limit is enough to refuse.
         let mro: Vec<&str> = joined
             .split(',')
@@ -330,20 +345,21 @@ impl Fields {
             .collect();
         if mro.len() > MRO_CLASS_LIMIT {
             return Err(ExchangeError::field(
-                "agent",
+                name,
                 format!("an MRO of more than {MRO_CLASS_LIMIT} classes"),
             ));
         }
         for class in &mro {
-            check_class_name("agent", class)?;
+            check_class_name(name, class)?;
         }
         Ok(Some(mro.into_iter().map(str::to_owned).collect()))
     }
 
-    /// `agent` on discover: one class name.
+    /// `agent` (or `behavior`) on discover: one class name.
     fn class_name(&self) -> Result<String, ExchangeError> {
-        let class = self.non_empty_string("agent")?;
-        check_class_name("agent", &class)?;
+        let name = self.agent_field_name();
+        let class = self.non_empty_string(name)?;
+        check_class_name(name, &class)?;
         Ok(class)
     }
 
@@ -556,6 +572,45 @@ mod tests {
         assert_eq!(error.unwrap_err().status(), 400);
     }
 
+    /// Parses `POST /mailbox` for a new agent id with these class fields.
+    fn create_agent(class_fields: Value) -> (EntityId, Result<Command, ExchangeError>) {
+        let id = entity(Role::Agent);
+        let mut body = class_fields;
+        body["mailbox"] = id_field(&id);
+        let command = parse(Route::CreateMailbox, body);
+        (id, command)
+    }
+
+    fn agent_created(mailbox: EntityId, mro: &[&str]) -> Command {
+        Command::CreateMailbox {
+            mailbox,
+            agent: Some(mro.iter().map(|class| (*class).to_owned()).collect()),
+        }
+    }
+
+    #[test]
+    fn create_reads_behavior_as_the_older_name_of_agent() {
+        let (id, command) = create_agent(json!({"behavior": "mod.C,mod.A"}));
+        assert_eq!(command, Ok(agent_created(id, &["mod.C", "mod.A"])));
+        let (_, empty_class) = create_agent(json!({"behavior": "mod.C,"}));
+        assert_eq!(
+            empty_class,
+            Err(ExchangeError::field(
+                "behavior",
+                "class names must not be empty"
+            ))
+        );
+    }
+
+    #[test]
+    fn create_prefers_agent_over_behavior() {
+        let (id, both) = create_agent(json!({"agent": "mod.New", "behavior": "mod.Old"}));
+        assert_eq!(both, Ok(agent_created(id, &["mod.New"])));
+        // A null `agent` counts as absent, as for every field.
+        let (id, null_agent) = create_agent(json!({"agent": null, "behavior": "mod.Old"}));
+        assert_eq!(null_agent, Ok(agent_created(id, &["mod.Old"])));
+    }
+
     #[test]
     fn every_mailbox_route_requires_a_valid_mailbox() {
         for route in [
@@ -696,6 +751,73 @@ mod tests {
         }
     }
 
+    fn discover_command(agent: &str, allow_subclasses: bool) -> Command {
+        Command::Discover {
+            agent: agent.into(),
+            allow_subclasses,
+        }
+    }
+
+    fn query_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn discover_reads_behavior_from_the_body_and_agent_wins() {
+        let older = parse(
+            Route::Discover,
+            json!({"behavior": "m.Old", "allow_subclasses": true}),
+        );
+        assert_eq!(older, Ok(discover_command("m.Old", true)));
+        let both = parse(
+            Route::Discover,
+            json!({"agent": "m.New", "behavior": "m.Old", "allow_subclasses": false}),
+        );
+        assert_eq!(both, Ok(discover_command("m.New", false)));
+        let empty = parse(
+            Route::Discover,
+            json!({"behavior": "", "allow_subclasses": true}),
+        );
+        assert_eq!(
+            empty,
+            Err(ExchangeError::field("behavior", "must not be empty"))
+        );
+        let neither = parse(Route::Discover, json!({"allow_subclasses": true}));
+        assert_eq!(neither, Err(ExchangeError::field("agent", "missing")));
+    }
+
+    #[test]
+    fn discover_reads_behavior_from_the_query_and_agent_wins() {
+        let discover = |pairs: &[(&str, &str)], body: &[u8]| {
+            parse_command(
+                Route::Discover,
+                &query_pairs(pairs),
+                body,
+                &Config::default(),
+            )
+        };
+        let older = discover(&[("behavior", "m.Old"), ("allow_subclasses", "false")], b"");
+        assert_eq!(older, Ok(discover_command("m.Old", false)));
+        let both = discover(
+            &[
+                ("behavior", "m.Old"),
+                ("agent", "m.New"),
+                ("allow_subclasses", "true"),
+            ],
+            b"",
+        );
+        assert_eq!(both, Ok(discover_command("m.New", true)));
+        // Wherever each comes from: `agent` in the query beats `behavior` in the body.
+        let mixed = discover(
+            &[("agent", "m.New")],
+            br#"{"behavior": "m.Old", "allow_subclasses": true}"#,
+        );
+        assert_eq!(mixed, Ok(discover_command("m.New", true)));
+    }
+
     #[test]
     fn share_routes_need_a_group_id() {
         let id = entity(Role::User);
@@ -743,18 +865,9 @@ mod tests {
                 timeout_s: 2.0
             }
         );
-        let discover = vec![
-            ("agent".to_owned(), "m.A".to_owned()),
-            ("allow_subclasses".to_owned(), "true".to_owned()),
-        ];
-        let command = parse_command(Route::Discover, &discover, b"", &Config::default()).unwrap();
-        assert_eq!(
-            command,
-            Command::Discover {
-                agent: "m.A".into(),
-                allow_subclasses: true
-            }
-        );
+        let discover = query_pairs(&[("agent", "m.A"), ("allow_subclasses", "true")]);
+        let command = parse_command(Route::Discover, &discover, b"", &Config::default());
+        assert_eq!(command, Ok(discover_command("m.A", true)));
     }
 
     #[test]

@@ -425,6 +425,35 @@ def test_created_twice_agent_is_listed_once(api: Api) -> None:
     assert api.discover_uids(cls, False) == [uid_of(aid)]
 
 
+@worker_only
+def test_behavior_is_the_older_name_of_agent_and_agent_wins(api: Api) -> None:
+    derived, base, other = _mro('Derived', 'Base', 'Other')
+    older = new_id('agent')
+    r = api.request('POST', '/mailbox', json={'mailbox': older, 'behavior': f'{derived},{base}'})
+    assert r.status_code == 200, r.text
+    both = new_id('agent')
+    r = api.request('POST', '/mailbox', json={'mailbox': both, 'agent': other, 'behavior': base})
+    assert r.status_code == 200, r.text
+
+    def discover(
+        body: dict[str, object] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> list[str]:
+        r = api.request('GET', '/discover', json=body, params=query)
+        assert r.status_code == 200, r.text
+        return [x for x in r.json()['agent_ids'].split(',') if x]
+
+    # The older name alone, in the body and in the query.
+    assert discover({'behavior': base, 'allow_subclasses': True}) == [uid_of(older)]
+    assert discover(query={'behavior': derived, 'allow_subclasses': 'false'}) == [uid_of(older)]
+    # Both names: `agent` wins, on create and on discover.
+    assert discover({'behavior': base, 'allow_subclasses': False}) == []
+    assert discover({'agent': other, 'behavior': base, 'allow_subclasses': False}) == [uid_of(both)]
+    assert discover(query={'agent': other, 'behavior': base, 'allow_subclasses': 'true'}) == [
+        uid_of(both),
+    ]
+
+
 # -------------------------------------------------------------------- sharing
 
 
