@@ -13,7 +13,13 @@ number of requests. Each kind isolates one part of the path:
 - ``send``: ``PUT /message`` to an existing mailbox (left queued);
 - ``receive``: ``GET /message`` of those queued messages;
 - ``self-send+receive`` and ``send+receive``: one delivered message end to end,
-  to the sender's own mailbox and to another's.
+  to the sender's own mailbox and to another's;
+- ``send+listen``: one message sent to another's mailbox and read from the
+  listen stream open on it (rows include the stream's confirmations, counted
+  with ``x-exchange-isolate-rows-written`` where the build reports it).
+
+``--build DIR`` profiles another build (e.g. of an earlier commit) instead of
+``build/``.
 
 Prints one table; nothing is written. Loops are bounded by ``--requests`` and
 every request has a timeout.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +41,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / 'tests' / 'blackbox'))
 
 import harness  # noqa: E402
+import requests  # noqa: E402
 import targets  # noqa: E402
 
 
@@ -59,6 +67,40 @@ class Client:
 
 
 
+class Listener:
+    """A listen stream on one mailbox, read an event at a time."""
+
+    def __init__(self, url: str, mailbox: str) -> None:
+        self.mailbox = mailbox
+        response = requests.get(
+            url + '/mailbox/listen',
+            json={'mailbox': mailbox, 'timeout': 60},
+            stream=True,
+            timeout=30,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f'listen: {response.status_code} {response.text}')
+        self.stream = harness.SSEStream(response)
+
+    def next(self) -> None:
+        if self.stream.next_event() is None:
+            raise RuntimeError('the listen stream ended')
+
+    def isolate_rows(self, client: Client) -> int | None:
+        """Rows written by the Worker's isolate so far (None: not reported)."""
+        client.connection.request(
+            'GET', '/mailbox', body=json.dumps({'mailbox': self.mailbox}),
+            headers={'content-type': 'application/json'},
+        )
+        response = client.connection.getresponse()
+        response.read()
+        value = response.getheader('x-exchange-isolate-rows-written')
+        return None if value is None else int(value)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 def measure(target: targets.Target, client: Client, requests: int, step) -> dict:
     client.costs = {'calls': 0, 'rows': 0}
     before, started = target.cpu_seconds(), time.perf_counter()
@@ -77,17 +119,21 @@ def measure(target: targets.Target, client: Client, requests: int, step) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--requests', type=int, default=400)
+    parser.add_argument('--build', type=Path, help='a build directory other than build/')
     args = parser.parse_args()
     n = args.requests
 
     with tempfile.TemporaryDirectory(prefix='exchange-profile-') as tmp:
         build = Path(tmp) / 'build'
-        targets.snapshot_build(build)
+        if args.build:
+            shutil.copytree(args.build, build)
+        else:
+            targets.snapshot_build(build)
         target = targets.workerd_direct(Path(tmp), build).start()
         try:
             client = Client(target.processes[-1].port)
-            me, other = harness.new_id(), harness.new_id()
-            for entity in (me, other):
+            me, other, listened = harness.new_id(), harness.new_id(), harness.new_id()
+            for entity in (me, other, listened):
                 client.call('POST', '/mailbox', {'mailbox': entity})
 
             def send(dest: str) -> None:
@@ -95,6 +141,12 @@ def main() -> int:
 
             def receive(mailbox: str) -> None:
                 client.call('GET', '/message', {'mailbox': mailbox, 'timeout': 5})
+
+            listener = Listener(target.url, listened)
+
+            def send_and_listen() -> None:
+                send(listened)
+                listener.next()
 
             kinds = {
                 'unrouted': lambda: client.call('GET', '/nowhere', ok=(404,)),
@@ -106,12 +158,20 @@ def main() -> int:
                 'receive': lambda: receive(other),
                 'self-send+receive': lambda: (send(me), receive(me)),
                 'send+receive': lambda: (send(other), receive(other)),
+                'send+listen': send_and_listen,
             }
             # Warm up: workerd runs a new Worker slowly for its first few hundred
             # requests.
             for _ in range(300):
                 send(other), receive(other)
-            rows = {kind: measure(target, client, n, step) for kind, step in kinds.items()}
+            rows = {}
+            for kind, step in kinds.items():
+                isolate_rows = listener.isolate_rows(client)
+                rows[kind] = measure(target, client, n, step)
+                if kind == 'send+listen' and isolate_rows is not None:
+                    written = listener.isolate_rows(client) - isolate_rows
+                    rows[kind]['rows'] = written / n
+            listener.close()
         finally:
             target.stop()
 

@@ -213,9 +213,9 @@ async fn handle(
     dispatch(command, caller, last_event_id, &objects).await
 }
 
-/// Reads the request body chunk by chunk from the runtime's stream, whatever its
-/// headers say (a chunked body has no length), and stops at `limit`: a chunk that
-/// would pass it is refused before it is copied into the Worker's memory, and the
+/// Reads the request body, and stops at `limit`. A body without a declared length
+/// (chunked) is read chunk by chunk from the runtime's stream: a chunk that would
+/// pass the limit is refused before it is copied into the Worker's memory, and the
 /// rest of the upload is cancelled, so a body never costs more than `limit`.
 async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeError> {
     let declared = request
@@ -231,6 +231,15 @@ async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeErr
     let unreadable = |error: JsValue| ExchangeError::InvalidBody {
         reason: format!("the body could not be read ({error:?})"),
     };
+    if declared.is_some() {
+        // A declared length within the limit (checked above) is read in one call:
+        // the runtime ends such a body at its declared length, so it cannot bring
+        // more than the limit, and one read costs less than a chunk loop.
+        let whole = JsFuture::from(request.inner().array_buffer().map_err(unreadable)?)
+            .await
+            .map_err(unreadable)?;
+        return Ok(Uint8Array::new(&whole).to_vec());
+    }
     let reader = ReadableStreamDefaultReader::new(&stream).map_err(unreadable)?;
     loop {
         let next: ReadableStreamReadResult = JsFuture::from(reader.read())
