@@ -13,7 +13,7 @@
 //! The object runs one event at a time and never holds a `RefCell` borrow across
 //! an `await` (there is none between reading the call and answering).
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
 
 use worker::wasm_bindgen::JsValue;
 use worker::{
@@ -41,6 +41,17 @@ pub(super) const BOOT_HEADER: &str = "x-exchange-object-boot";
 /// stream's confirmations).
 pub(super) const ISOLATE_ROWS_HEADER: &str = "x-exchange-isolate-rows-written";
 
+/// The header carrying how many mailbox object instances this isolate has
+/// constructed so far, also on every answer that is not a socket: between two
+/// answers, how often objects woke from hibernation or eviction.
+pub(super) const CONSTRUCTED_HEADER: &str = "x-exchange-isolate-objects-constructed";
+
+thread_local! {
+    /// Mailbox object instances constructed by this isolate (a global: it counts
+    /// across evictions, which keep the isolate).
+    static CONSTRUCTED: Cell<u64> = const { Cell::new(0) };
+}
+
 /// WebSocket close code for a socket whose stream another took over.
 const SUPERSEDED: u16 = 4000;
 
@@ -64,15 +75,8 @@ struct Socket {
 }
 
 impl worker::DurableObject for Mailbox {
-    fn new(state: State, env: Env) -> Self {
-        let boot_id = random_id();
-        if env
-            .var("EXCHANGE_COST_HEADERS")
-            .is_ok_and(|value| value.to_string() == "1")
-        {
-            // Counted by the benchmark: how often objects wake from hibernation.
-            worker::console_log!("mailbox object constructed: {boot_id}");
-        }
+    fn new(state: State, _env: Env) -> Self {
+        CONSTRUCTED.with(|count| count.set(count.get() + 1));
         // Pings are answered by the runtime, without waking this object.
         match worker::worker_sys::WebSocketRequestResponsePair::new(PING, PONG) {
             Ok(pair) => {
@@ -85,7 +89,7 @@ impl worker::DurableObject for Mailbox {
         Self {
             store: SqliteMailbox::new(state.storage().sql(), Default::default()),
             state,
-            boot_id,
+            boot_id: random_id(),
             sockets: RefCell::new(None),
         }
     }
@@ -188,6 +192,8 @@ impl Mailbox {
         let headers = response.headers_mut();
         headers.set(BOOT_HEADER, &self.boot_id)?;
         headers.set(ISOLATE_ROWS_HEADER, &rows_written_so_far().to_string())?;
+        let constructed = CONSTRUCTED.with(Cell::get);
+        headers.set(CONSTRUCTED_HEADER, &constructed.to_string())?;
         Ok(response)
     }
 

@@ -39,8 +39,9 @@ struct Costs {
     pub(crate) reported: Cell<bool>,
     pub(crate) object_calls: Cell<u64>,
     pub(crate) rows_written: Cell<u64>,
-    /// The headers about the mailbox object instance that answered last
-    /// (its boot id, its isolate's rows written so far), passed on as they are.
+    /// The headers about the mailbox object instance that answered last (its
+    /// boot id; its isolate's rows written and objects constructed so far),
+    /// passed on as they are.
     pub(crate) object_instance: RefCell<Vec<(&'static str, String)>>,
 }
 
@@ -58,6 +59,7 @@ impl Costs {
         let reported = [
             mailbox_object::BOOT_HEADER,
             mailbox_object::ISOLATE_ROWS_HEADER,
+            mailbox_object::CONSTRUCTED_HEADER,
         ];
         let instance: Vec<(&'static str, String)> = reported
             .into_iter()
