@@ -69,7 +69,13 @@ impl Config {
     }
 }
 
-/// A positive number of seconds from `var`, or `default` when absent.
+/// The longest a seconds setting may be: these settings become timers, and the
+/// runtime's timers wrap past 2^31 ms (about 24.8 days); converting a far larger
+/// value to a `Duration` would even panic, which resets every object in the isolate.
+pub const MAX_SECONDS: f64 = 24.0 * 24.0 * 3600.0;
+
+/// A positive number of seconds from `var`, at most [`MAX_SECONDS`], or `default`
+/// when absent.
 pub(crate) fn seconds(
     var: &impl Fn(&str) -> Option<String>,
     name: &str,
@@ -79,9 +85,10 @@ pub(crate) fn seconds(
         return Ok(default);
     };
     match text.trim().parse::<f64>() {
-        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        Ok(value) if value.is_finite() && value > 0.0 && value <= MAX_SECONDS => Ok(value),
         _ => Err(format!(
-            "{name} must be a number of seconds greater than 0, got {text:?}"
+            "{name} must be a number of seconds greater than 0 and at most {MAX_SECONDS} \
+             (24 days), got {text:?}"
         )),
     }
 }
@@ -133,8 +140,10 @@ mod tests {
             ("LISTEN_TIMEOUT_S", "2.5"),
             ("MESSAGE_SIZE_LIMIT_KB", "1"),
             ("EXCHANGE_COST_HEADERS", "1"),
+            ("REPLAY_WINDOW_S", "2073600"),
         ])
         .unwrap();
+        assert_eq!(config.replay_window_s, MAX_SECONDS);
         assert!(config.cost_headers);
         assert_eq!(config.listen_timeout_s, 2.5);
         assert_eq!(config.message_size_limit, 1024);
@@ -150,6 +159,8 @@ mod tests {
             ("MESSAGE_EXPIRY_S", ""),
             ("SSE_KEEPALIVE_S", "inf"),
             ("REPLAY_WINDOW_S", "-5"),
+            ("LISTEN_TIMEOUT_S", "1e300"),
+            ("SSE_KEEPALIVE_S", "2073601"),
             ("EXCHANGE_COST_HEADERS", "yes"),
         ] {
             let error = from(&[(name, value)]).unwrap_err();

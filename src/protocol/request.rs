@@ -19,6 +19,9 @@ use super::entity::{EntityId, JsonKind};
 use super::error::ExchangeError;
 use super::message::IncomingMessage;
 
+/// The optional path prefix of every route (the hosted exchange's base path).
+pub const API_VERSION_PREFIX: &str = "/v1";
+
 /// The thirteen operations of the exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -39,7 +42,14 @@ pub enum Route {
 
 impl Route {
     /// Finds the route for `method` and `path` (a trailing slash is ignored).
+    ///
+    /// Every route is also served under `/v1`: academy's hosted exchange lives at
+    /// `…/v1`, and users give that pattern to `HttpExchangeFactory(url)`.
     pub fn resolve(method: &str, path: &str) -> Result<Self, ExchangeError> {
+        let path = match path.strip_prefix(API_VERSION_PREFIX) {
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => path,
+        };
         let trimmed = match path.strip_suffix('/') {
             Some(rest) if !rest.is_empty() => rest,
             _ => path,
@@ -518,6 +528,18 @@ mod tests {
             assert_eq!(Route::resolve(method, path), Ok(route), "{method} {path}");
         }
         assert_eq!(Route::resolve("get", "/mailbox/"), Ok(Route::Status));
+        assert_eq!(Route::resolve("GET", "/v1/mailbox"), Ok(Route::Status));
+        assert_eq!(
+            Route::resolve("GET", "/v1/mailbox/listen/"),
+            Ok(Route::Listen)
+        );
+        for not_routes in ["/v1", "/v1/", "/v1mailbox", "/v2/mailbox", "/v1/v1/mailbox"] {
+            assert_eq!(
+                Route::resolve("GET", not_routes).unwrap_err().status(),
+                404,
+                "{not_routes}"
+            );
+        }
     }
 
     #[test]

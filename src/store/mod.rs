@@ -24,7 +24,13 @@ impl From<StoreError> for ExchangeError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The one row that says what a mailbox is.
+/// The one row that says what a mailbox is, stored as JSON.
+///
+/// Compatibility, since stored records outlive the code that wrote them: a field
+/// is never renamed or removed, and every field added after the first version
+/// carries `#[serde(default)]`, so a record written by older code still reads;
+/// fields this code does not know (written by newer code) are ignored. Every
+/// field below is from the first version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MailboxRecord {
     pub id: EntityId,
@@ -144,6 +150,29 @@ mod tests {
     fn a_store_that_forgot_its_last_number_still_goes_forward() {
         let before_restart = (0..500).fold(next_seq(0, 100.0), |last, _| next_seq(last, 100.0));
         assert!(next_seq(0, 100.001) > before_restart);
+    }
+
+    #[test]
+    fn a_record_written_by_the_first_version_still_reads_and_unknown_fields_are_ignored() {
+        use super::MailboxRecord;
+        // Exactly as the first version stored it (a terminated agent).
+        let first = r#"{"id":{"uid":"5f0c5f7e-2a43-4c5e-9e52-3b0d8f1f6a10","name":"echo","role":"agent"},"owner":"alice","agent_mro":["m.Echo","academy.agent.Agent"],"created_at":1763700000.5,"terminated_at":1763700100.25,"heartbeat_at":null,"completed":3,"outgoing":2}"#;
+        let record: MailboxRecord = serde_json::from_str(first).unwrap();
+        assert_eq!(record.owner, "alice");
+        assert_eq!(record.terminated_at, Some(1_763_700_100.25));
+        assert_eq!((record.completed, record.outgoing), (3, 2));
+        // What this version writes reads back the same.
+        let again = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MailboxRecord>(&again).unwrap(),
+            record
+        );
+        // A field from a newer version is ignored, not an error.
+        let newer = first.replace(r#""outgoing":2"#, r#""outgoing":2,"expires_at":9.5"#);
+        assert_eq!(
+            serde_json::from_str::<MailboxRecord>(&newer).unwrap(),
+            record
+        );
     }
 
     #[test]

@@ -220,3 +220,27 @@ def test_user_client_against_raw_agent_mailbox(exchange: ExchangeProcess) -> Non
             await bounded(client.terminate(reg.agent_id))
 
     run(scenario())
+
+
+@pytest.mark.worker_only  # academy's own server serves no /v1 prefix
+def test_the_client_given_the_hosted_v1_url_pattern_runs_an_agent(
+    exchange: ExchangeProcess,
+) -> None:
+    factory = HttpExchangeFactory(exchange.url + '/v1', auth_method=None, request_timeout_s=60)
+
+    async def scenario() -> None:
+        async with await bounded(
+            Manager.from_exchange_factory(factory, executors=ThreadPoolExecutor(max_workers=2)),
+        ) as manager:
+            handle = await bounded(manager.launch(bb_agents.Echo))
+            assert await bounded(handle.echo('via /v1')) == 'via /v1'
+            found = await bounded(
+                manager.exchange_client.discover(bb_agents.Echo, allow_subclasses=False),
+            )
+            assert handle.agent_id in found
+            await bounded(manager.shutdown(handle, blocking=True, timeout=STEP_S))
+        # The same mailbox, seen without the prefix.
+        status = Api(exchange.url).status_value(handle.agent_id.model_dump_json())
+        assert status == 'TERMINATED'
+
+    run(scenario())
