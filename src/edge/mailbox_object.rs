@@ -292,14 +292,13 @@ impl Mailbox {
             .as_raw()
             .accept_websocket_with_tags(pair.server.as_ref(), vec![JsValue::from_str(&tag)])
             .map_err(js_internal("accept socket"))?;
-        pair.server
-            .serialize_attachment(&opened.subscriber)
-            .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))?;
-        sockets.push(Socket {
+        let socket = Socket {
             tag,
             ws: pair.server,
             subscriber: opened.subscriber,
-        });
+        };
+        save_attachment(&socket)?;
+        sockets.push(socket);
         drop(sockets);
         self.dispatch(now);
         Ok(Subscribed::Socket(pair.client))
@@ -315,7 +314,7 @@ impl Mailbox {
                 return Ok(());
             };
             self.rules().confirm(&mut socket.subscriber, seq, now)?;
-            save_attachment(socket);
+            save_attachment(socket)?;
         }
         self.dispatch(now);
         Ok(())
@@ -373,7 +372,9 @@ impl Mailbox {
                     Pushed::End(error)
                 }
             };
-            save_attachment(socket);
+            if let Err(error) = save_attachment(socket) {
+                worker::console_error!("{error:?}");
+            }
             if let Err(error) = socket.ws.send_with_str(frame.encode()) {
                 // The socket is going away; its close event releases the message.
                 worker::console_error!("push: {error:?}");
@@ -399,14 +400,13 @@ impl Mailbox {
             for raw in open {
                 let ws = WebSocket::from(raw);
                 let tag = self.tag_of(&ws)?;
-                match ws.deserialize_attachment::<Subscriber>() {
-                    Ok(Some(subscriber)) => loaded.push(Socket {
+                match load_attachment(&ws) {
+                    Ok(subscriber) => loaded.push(Socket {
                         tag,
                         ws,
                         subscriber,
                     }),
-                    Ok(None) => {}
-                    Err(error) => worker::console_error!("attachment: {error:?}"),
+                    Err(error) => worker::console_error!("{error:?}"),
                 }
             }
             *guard = Some(loaded);
@@ -428,10 +428,21 @@ impl Mailbox {
 }
 
 /// Keeps the socket's attachment in step with its in-memory state, so it is
-/// right after hibernation. A failure is logged: the in-memory copy stays right
-/// until then.
-fn save_attachment(socket: &Socket) {
-    if let Err(error) = socket.ws.serialize_attachment(&socket.subscriber) {
-        worker::console_error!("attachment: {error:?}");
-    }
+/// right after hibernation. Stored as one JSON string: one value for the runtime
+/// to clone, where a structured object costs a runtime call per field.
+fn save_attachment(socket: &Socket) -> Result<(), ExchangeError> {
+    let json = serde_json::to_string(&socket.subscriber)
+        .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))?;
+    socket
+        .ws
+        .serialize_attachment(json)
+        .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))
+}
+
+fn load_attachment(ws: &WebSocket) -> Result<Subscriber, ExchangeError> {
+    let json = ws
+        .deserialize_attachment::<String>()
+        .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))?
+        .ok_or_else(|| ExchangeError::internal("socket without an attachment"))?;
+    serde_json::from_str(&json).map_err(|e| ExchangeError::internal(format!("attachment: {e}")))
 }
