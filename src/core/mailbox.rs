@@ -15,13 +15,31 @@ use crate::store::{MailboxRecord, MailboxStore, QueuedMessage};
 
 type Result<T> = std::result::Result<T, ExchangeError>;
 
-/// `GET /mailbox`'s answer.
+/// A mailbox's lifecycle state, as `GET /mailbox` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum MailboxStatus {
     Missing,
     Active,
     Terminated,
+}
+
+/// `GET /mailbox`'s answer. academy-py 0.5 and 1.0 read `status`; 0.1.0's client
+/// reads only `exists`, which its server set for a closed mailbox too, so it holds
+/// for every mailbox ever created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatusAnswer {
+    pub status: MailboxStatus,
+    pub exists: bool,
+}
+
+impl From<MailboxStatus> for StatusAnswer {
+    fn from(status: MailboxStatus) -> Self {
+        Self {
+            status,
+            exists: status != MailboxStatus::Missing,
+        }
+    }
 }
 
 /// What discovery must learn about an active agent mailbox.
@@ -111,7 +129,8 @@ impl<S: MailboxStore> Mailbox<S> {
         })
     }
 
-    /// Marks the gravestone, drops the queue and answers every request in flight.
+    /// Marks the gravestone, drops the queue and answers every request in flight
+    /// (except academy-py 0.1.0's shutdown requests: see [`terminated_reply`]).
     /// Idempotent, and a no-op for unknown mailboxes.
     pub fn terminate(&mut self, caller: &Identity, now: f64) -> Result<Termination> {
         let Some(mut record) = self.store.load()? else {
@@ -128,7 +147,7 @@ impl<S: MailboxStore> Mailbox<S> {
             .store
             .take_in_flight()?
             .iter()
-            .map(|request| (request.src.clone(), terminated_reply(request)))
+            .filter_map(|request| Some((request.src.clone(), terminated_reply(request)?)))
             .collect();
         Ok(Termination {
             replies,
@@ -300,6 +319,7 @@ impl<S: MailboxStore> Mailbox<S> {
 mod tests {
     use super::*;
     use crate::protocol::entity::Role;
+    use crate::protocol::flat_message::tests::flat_text;
     use crate::protocol::message::tests::{entity, message_text};
     use crate::store::memory::MemoryMailbox;
     use uuid::Uuid;
@@ -328,6 +348,31 @@ mod tests {
 
     fn message(src: &EntityId, dest: &EntityId, kind: &str, tag: Uuid) -> IncomingMessage {
         IncomingMessage::parse(message_text(src, dest, kind, tag)).unwrap()
+    }
+
+    #[test]
+    fn the_status_answer_says_exists_for_every_mailbox_ever_created() {
+        for (status, exists, json) in [
+            (
+                MailboxStatus::Missing,
+                false,
+                r#"{"status":"MISSING","exists":false}"#,
+            ),
+            (
+                MailboxStatus::Active,
+                true,
+                r#"{"status":"ACTIVE","exists":true}"#,
+            ),
+            (
+                MailboxStatus::Terminated,
+                true,
+                r#"{"status":"TERMINATED","exists":true}"#,
+            ),
+        ] {
+            let answer = StatusAnswer::from(status);
+            assert_eq!(answer.exists, exists);
+            assert_eq!(serde_json::to_string(&answer).unwrap(), json);
+        }
     }
 
     #[test]
@@ -488,6 +533,44 @@ mod tests {
             mailbox.receive(&alice(), &[]),
             Err(ExchangeError::Terminated)
         );
+    }
+
+    /// An agent's mailbox holding one request (`kind`) from an academy-py 0.1.0
+    /// client: the mailbox, the client, the agent and the request's tag.
+    fn with_flat_request(kind: &str) -> (Mailbox<MemoryMailbox>, EntityId, EntityId, Uuid) {
+        let (requester, agent, tag) = (entity(Role::Client), entity(Role::Agent), Uuid::new_v4());
+        let mut mailbox = created(&agent, &alice());
+        let request = IncomingMessage::parse(flat_text(&requester, &agent, kind, tag)).unwrap();
+        mailbox
+            .deliver(Some(&alice()), &request, 1.0, WINDOW)
+            .unwrap();
+        (mailbox, requester, agent, tag)
+    }
+
+    #[test]
+    fn an_academy_0_1_request_is_completed_by_its_flat_response() {
+        let (mut mailbox, requester, agent, tag) = with_flat_request("ping-request");
+        let response = flat_text(&agent, &requester, "ping-response", tag);
+        let response = IncomingMessage::parse(response).unwrap();
+        mailbox.note_sent(&response.header).unwrap();
+        let stats = mailbox.stats(&alice()).unwrap();
+        assert_eq!((stats.completed, stats.incoming), (1, 1));
+        assert!(mailbox.terminate(&alice(), 2.0).unwrap().replies.is_empty());
+    }
+
+    #[test]
+    fn an_academy_0_1_request_in_flight_is_answered_in_its_flat_layout() {
+        let (mut mailbox, requester, _, tag) = with_flat_request("action-request");
+        let termination = mailbox.terminate(&alice(), 2.0).unwrap();
+        let [(to, text)] = termination.replies.as_slice() else {
+            panic!("one reply expected: {:?}", termination.replies);
+        };
+        assert_eq!(to, &requester);
+        let reply: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(reply["kind"], "action-response");
+        assert_eq!(reply["tag"], tag.to_string());
+        assert_eq!(reply["dest"]["role"], "client");
+        assert!(reply.get("header").is_none(), "{reply}");
     }
 
     #[test]

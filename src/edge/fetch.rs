@@ -18,7 +18,7 @@ use super::subscription;
 use super::{call_object, internal, js_internal, read_outcome, Costs};
 use crate::auth::AuthSettings;
 use crate::core::directory::entries_for;
-use crate::core::mailbox::{Registration, Termination};
+use crate::core::mailbox::{Registration, StatusAnswer, Termination};
 use crate::core::permission::Identity;
 use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
@@ -301,7 +301,7 @@ async fn dispatch(
             .mailbox(mailbox.uid, &MailboxCall::Status { caller })
             .await?
         {
-            Reply::Status(status) => json_response(json!({ "status": status })),
+            Reply::Status(status) => json_response(json!(StatusAnswer::from(status))),
             other => Err(unexpected(other)),
         },
         Command::Send { message } => {

@@ -1,4 +1,5 @@
-//! Entity ids: `{"uid": "<uuid>", "name": <string|null>, "role": "user"|"agent"}`.
+//! Entity ids: `{"uid": "<uuid>", "name": <string|null>, "role": "user"|"agent"}`
+//! (academy-py 0.1.0 names its users `"client"`).
 
 use std::fmt;
 
@@ -12,6 +13,10 @@ use uuid::Uuid;
 pub enum Role {
     User,
     Agent,
+    /// academy-py 0.1.0's name for a user (its `ClientId`). A variant of its own,
+    /// not an alias of `User`: ids the exchange echoes back (in terminate replies)
+    /// must keep the role the client wrote, or that client cannot read them.
+    Client,
 }
 
 /// The id of a mailbox's owner entity. Mailboxes are keyed by `uid` alone; `name`
@@ -121,6 +126,16 @@ mod tests {
         let id = EntityId::from_field(&field(json!({"uid": UID, "role": "agent"}))).unwrap();
         assert_eq!(id.role, Role::Agent);
         assert_eq!(id.name, None);
+    }
+
+    #[test]
+    fn an_academy_0_1_client_id_keeps_its_role_client() {
+        let id = EntityId::from_field(&field(json!(format!(
+            r#"{{"uid":"{UID}","name":null,"role":"client"}}"#
+        ))))
+        .unwrap();
+        assert_eq!(id.role, Role::Client);
+        assert_eq!(serde_json::to_value(&id).unwrap()["role"], "client");
     }
 
     #[test]

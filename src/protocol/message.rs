@@ -1,13 +1,17 @@
-//! Messages as the exchange sees them: an opaque text whose header alone is parsed.
-//! The text is stored and returned byte for byte (bodies may hold pickled data, and
-//! re-serializing would change what the sender signed off on).
+//! Messages as the exchange sees them: an opaque text whose routing fields alone are
+//! parsed. The text is stored and returned byte for byte (bodies may hold pickled data,
+//! and re-serializing would change what the sender signed off on).
+//!
+//! Two layouts: `{"header": {...}, "body": {...}}` (academy-py 0.5 and 1.0), read
+//! here, and academy-py 0.1.0's flat messages, read in [`super::flat_message`].
 
-use serde::de::IgnoredAny;
+use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::entity::EntityId;
+use super::flat_message::{self, FlatRequest};
 
 /// The academy version the exchange claims on replies it writes itself.
 pub const ACADEMY_VERSION: &str = "1.0.0";
@@ -19,7 +23,8 @@ pub enum MessageKind {
     Response,
 }
 
-/// The routing part of a message. Unknown header fields are ignored, as upstream.
+/// The routing part of a message, whichever layout it came in. Also what the
+/// exchange keeps of a request in flight (serialized), to answer it on terminate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageHeader {
     pub src: EntityId,
@@ -32,6 +37,11 @@ pub struct MessageHeader {
     /// Copied onto replies the exchange writes, so the requester accepts them.
     #[serde(default)]
     pub protocol_version: Option<String>,
+    /// Set for academy-py 0.1.0's requests: what a reply the exchange writes needs
+    /// to take their layout, the only one that client reads. Absent from requests
+    /// kept before it existed, which were all in the header/body layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_request: Option<FlatRequest>,
 }
 
 /// A message as received: the exact text, plus its parsed header.
@@ -41,21 +51,60 @@ pub struct IncomingMessage {
     pub header: MessageHeader,
 }
 
-/// The shape every message must have; the body must be present but stays unparsed.
+/// The header/body layout. Without a `header` the message may be a flat one; with
+/// one, the body must be present but stays unparsed.
 #[derive(Deserialize)]
 struct Envelope {
-    header: MessageHeader,
-    #[allow(dead_code)] // present-but-ignored: deserializing checks the body exists
-    body: IgnoredAny,
+    header: Option<EnvelopeHeader>,
+    #[serde(default)]
+    body: Presence,
+}
+
+/// `header` in the header/body layout. Unknown header fields are ignored, as upstream.
+#[derive(Deserialize)]
+struct EnvelopeHeader {
+    src: EntityId,
+    dest: EntityId,
+    tag: Uuid,
+    #[serde(default)]
+    label: Option<Uuid>,
+    kind: MessageKind,
+    #[serde(default)]
+    protocol_version: Option<String>,
+}
+
+/// Whether a field was there at all, whatever it held (even `null`), without
+/// keeping its value.
+#[derive(Default)]
+struct Presence(bool);
+
+impl<'de> Deserialize<'de> for Presence {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer).map(|_| Self(true))
+    }
 }
 
 impl IncomingMessage {
+    /// Reads the header from `header` when the message has one, else the flat
+    /// routing fields of academy-py 0.1.0 from the top level.
     pub fn parse(text: String) -> Result<Self, String> {
         let envelope: Envelope = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        Ok(Self {
-            text,
-            header: envelope.header,
-        })
+        let header = match envelope.header {
+            Some(header) if envelope.body.0 => MessageHeader {
+                src: header.src,
+                dest: header.dest,
+                tag: header.tag,
+                label: header.label,
+                kind: header.kind,
+                protocol_version: header.protocol_version,
+                flat_request: None,
+            },
+            Some(_) => return Err("missing field `body`".into()),
+            None => flat_message::header(&text).map_err(|reason| {
+                format!("missing field `header`, and not a flat academy-py 0.1 message: {reason}")
+            })?,
+        };
+        Ok(Self { text, header })
     }
 }
 
@@ -63,8 +112,13 @@ impl IncomingMessage {
 /// of a request that will now never be answered; the client raises
 /// `MailboxTerminatedError` from it. Mirrors upstream's
 /// `_respond_pending_requests_on_terminate`: src/dest swapped, tag and label kept.
-pub fn terminated_reply(request: &MessageHeader) -> String {
-    json!({
+/// A 0.1.0 request gets its reply in its own layout, or none
+/// ([`flat_message::terminated_reply`]).
+pub fn terminated_reply(request: &MessageHeader) -> Option<String> {
+    if let Some(flat_request) = &request.flat_request {
+        return flat_message::terminated_reply(request, flat_request);
+    }
+    let reply = json!({
         "header": {
             "src": request.dest,
             "dest": request.src,
@@ -79,8 +133,8 @@ pub fn terminated_reply(request: &MessageHeader) -> String {
             "mailbox_id": request.dest,
             "kind": "academy-error-response",
         },
-    })
-    .to_string()
+    });
+    Some(reply.to_string())
 }
 
 #[cfg(test)]
@@ -129,16 +183,79 @@ pub(crate) mod tests {
             serde_json::to_string(&dest).unwrap(),
             Uuid::new_v4()
         );
-        assert!(IncomingMessage::parse(header_only).is_err());
+        assert_eq!(
+            IncomingMessage::parse(header_only).unwrap_err(),
+            "missing field `body`"
+        );
         assert!(IncomingMessage::parse("[]".into()).is_err());
         assert!(IncomingMessage::parse("not json".into()).is_err());
+    }
+
+    #[test]
+    fn a_message_with_neither_header_nor_flat_fields_is_told_what_is_missing() {
+        let reason = IncomingMessage::parse(r#"{"body": {}}"#.into()).unwrap_err();
+        assert!(
+            reason.starts_with("missing field `header`, and not a flat academy-py 0.1 message: "),
+            "{reason}"
+        );
+        assert!(reason.contains("missing field `src`"), "{reason}");
+    }
+
+    #[test]
+    fn a_body_is_required_but_may_hold_anything_even_null() {
+        let (src, dest, tag) = (entity(Role::User), entity(Role::Agent), Uuid::new_v4());
+        let text = message_text(&src, &dest, "request", tag);
+        let null_body = text.replace(
+            r#"{"kind": "action-request", "args": "\u00e9 é  \n"}"#,
+            "null",
+        );
+        assert_ne!(null_body, text);
+        assert!(IncomingMessage::parse(null_body).is_ok());
+    }
+
+    #[test]
+    fn with_a_header_the_top_level_routing_fields_of_the_flat_layout_are_ignored() {
+        let (src, dest, tag) = (entity(Role::User), entity(Role::Agent), Uuid::new_v4());
+        let text = message_text(&src, &dest, "response", tag);
+        let odd = format!(
+            r#"{{"kind": "ping-request", "src": 5, "tag": [], {}"#,
+            &text[1..]
+        );
+        let message = IncomingMessage::parse(odd).unwrap();
+        assert_eq!(message.header.kind, MessageKind::Response);
+        assert_eq!(message.header.tag, tag);
+        assert_eq!(message.header.flat_request, None);
+    }
+
+    #[test]
+    fn a_kept_header_reads_back_the_same_and_old_rows_have_no_flat_request() {
+        let (src, dest, tag) = (entity(Role::User), entity(Role::Agent), Uuid::new_v4());
+        let header = IncomingMessage::parse(message_text(&src, &dest, "request", tag))
+            .unwrap()
+            .header;
+        let kept = serde_json::to_string(&header).unwrap();
+        // Rows of header/body requests stay exactly as before 0.1.0 messages existed.
+        assert!(!kept.contains("flat_request"), "{kept}");
+        assert_eq!(
+            serde_json::from_str::<MessageHeader>(&kept).unwrap(),
+            header
+        );
+        let flat = MessageHeader {
+            flat_request: Some(FlatRequest::Action {
+                action: "add".into(),
+            }),
+            ..header
+        };
+        let kept = serde_json::to_string(&flat).unwrap();
+        assert_eq!(serde_json::from_str::<MessageHeader>(&kept).unwrap(), flat);
     }
 
     #[test]
     fn the_terminated_reply_answers_the_request_from_the_terminated_mailbox() {
         let (src, dest, tag) = (entity(Role::User), entity(Role::Agent), Uuid::new_v4());
         let request = IncomingMessage::parse(message_text(&src, &dest, "request", tag)).unwrap();
-        let reply: Value = serde_json::from_str(&terminated_reply(&request.header)).unwrap();
+        let reply = terminated_reply(&request.header).unwrap();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(reply["header"]["src"], serde_json::to_value(&dest).unwrap());
         assert_eq!(reply["header"]["dest"], serde_json::to_value(&src).unwrap());
         assert_eq!(reply["header"]["tag"], tag.to_string());
@@ -148,7 +265,7 @@ pub(crate) mod tests {
         assert_eq!(reply["body"]["error_code"], 0);
         assert_eq!(reply["body"]["mailbox_id"]["uid"], dest.uid.to_string());
         // And it is itself a valid message the exchange would accept.
-        let parsed = IncomingMessage::parse(terminated_reply(&request.header)).unwrap();
+        let parsed = IncomingMessage::parse(terminated_reply(&request.header).unwrap()).unwrap();
         assert_eq!(parsed.header.kind, MessageKind::Response);
     }
 }

@@ -1,14 +1,16 @@
-//! The wire contract of academy-py's HTTP exchange: entity ids, message headers,
-//! request bodies (read within a limit), routes and their fields, the error → status
-//! mapping, configuration and SSE framing.
+//! The wire contract of academy-py's HTTP exchange: entity ids, message headers
+//! (both layouts, academy-py 0.1.0's flat one too), request bodies (read within a
+//! limit), routes and their fields, the error → status mapping, configuration and
+//! SSE framing.
 //!
-//! Pure: depends only on `serde`, `serde_json` and `uuid` — never on `worker` types,
-//! a clock or I/O — so every parser here is tested natively.
+//! Pure: depends only on `serde`, `serde_json`, `uuid` and `base64` — never on
+//! `worker` types, a clock or I/O — so every parser here is tested natively.
 
 pub mod body;
 pub mod config;
 pub mod entity;
 pub mod error;
+pub mod flat_message;
 pub mod message;
 pub mod request;
 pub mod sse;

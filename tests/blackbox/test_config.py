@@ -169,6 +169,6 @@ def test_the_dev_script_serves_locally_without_authentication(tmp_path) -> None:
         proc.start()
         api = Api(proc.url)
         mailbox = api.new_mailbox()
-        assert api.status(mailbox).json() == {'status': 'ACTIVE'}
+        assert api.status(mailbox).json() == {'status': 'ACTIVE', 'exists': True}
     finally:
         proc.cleanup()
