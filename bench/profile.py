@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -125,10 +124,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix='exchange-profile-') as tmp:
         build = Path(tmp) / 'build'
-        if args.build:
-            shutil.copytree(args.build, build)
-        else:
-            targets.snapshot_build(build)
+        targets.snapshot_build(build, args.build or targets.REPO / 'build')
         target = targets.workerd_direct(Path(tmp), build).start()
         try:
             client = Client(target.processes[-1].port)

@@ -1,5 +1,6 @@
 """Summaries of the per-round records: the table on stdout, the JSON file, the
-ratios of this worker to each reference, and a Markdown table for the README."""
+ratios of this worker to each reference and to its earlier build, a Markdown
+table for the README, and a chart."""
 
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ import os
 import platform
 import statistics
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-OURS = ('workerd', 'wrangler-dev')
+import matplotlib
+
+matplotlib.use('Agg')  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+OURS = ('workerd', 'workerd-before', 'wrangler-dev')
 REFERENCES = ('academy-memory', 'academy-redis')
+# (after, before): this build against the earlier one, when the run has it.
+BEFORE_AFTER = ('workerd', 'workerd-before')
 LABELS = {
     'workerd': 'worker (workerd)',
+    'workerd-before': 'earlier build (workerd)',
     'wrangler-dev': 'worker (wrangler dev)',
     'academy-memory': 'academy (memory)',
     'academy-redis': 'academy (Redis)',
@@ -88,22 +98,23 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 
 
 def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """ours / reference of the medians: throughput (>1: ours faster), p50 and
-    CPU per message (<1: ours faster / cheaper)."""
+    """ours / reference (and this build / the earlier one) of the medians:
+    throughput (>1: ours faster), p50 and CPU per message (<1: ours faster /
+    cheaper)."""
+    pairs = [(ours, reference) for ours in OURS for reference in REFERENCES] + [BEFORE_AFTER]
     out: dict[str, dict[str, Any]] = {}
     for workload, by_target in summary.items():
-        for ours in OURS:
-            for reference in REFERENCES:
-                if ours not in by_target or reference not in by_target:
-                    continue
-                a, b = by_target[ours], by_target[reference]
-                row: dict[str, Any] = {}
-                for metric in ('throughput', 'p50_ms', 'server_cpu_s_per_1k'):
-                    row[metric] = _ratio(a[metric]['median'], b[metric]['median'])
-                for op in REGISTRY_OPS:
-                    if op in a and op in b:
-                        row[op + '_p50_ms'] = _ratio(a[op]['p50_ms']['median'], b[op]['p50_ms']['median'])
-                out.setdefault(workload, {})[f'{ours} / {reference}'] = row
+        for ours, reference in pairs:
+            if ours not in by_target or reference not in by_target:
+                continue
+            a, b = by_target[ours], by_target[reference]
+            row: dict[str, Any] = {}
+            for metric in ('throughput', 'p50_ms', 'server_cpu_s_per_1k'):
+                row[metric] = _ratio(a[metric]['median'], b[metric]['median'])
+            for op in REGISTRY_OPS:
+                if op in a and op in b:
+                    row[op + '_p50_ms'] = _ratio(a[op]['p50_ms']['median'], b[op]['p50_ms']['median'])
+            out.setdefault(workload, {})[f'{ours} / {reference}'] = row
     return out
 
 
@@ -114,9 +125,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 # ------------------------------------------------------------------- output
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return 'n/a'
+def _num(value: float | str | None, digits: int = 1) -> str:
+    if value is None or isinstance(value, str):
+        return 'n/a' if value is None else value
     if abs(value) >= 100:
         return f'{value:.0f}'
     return f'{value:.{digits}f}'
@@ -129,7 +140,11 @@ def _cell(stat: dict[str, float | None], digits: int = 1) -> str:
     return f'{_num(stat["median"], digits)} [{_num(stat["min"], digits)}-{_num(stat["max"], digits)}]'
 
 
-def print_table(summary: dict[str, dict[str, dict[str, Any]]], costs: dict[str, Any]) -> None:
+def print_table(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    costs: dict[str, Any],
+    listen_costs: dict[str, Any],
+) -> None:
     print('\nmedian over rounds [min-max]; CPU = seconds of CPU per 1,000 delivered messages;')
     print('steal % = CPU time the hypervisor gave to other guests during the run (noise)')
     head = (
@@ -168,6 +183,37 @@ def print_table(summary: dict[str, dict[str, dict[str, Any]]], costs: dict[str, 
                 f'\ncost {target}: {calls:.2f} Durable Object calls and {rows:.2f} SQLite rows written '
                 f'per delivered message (PUT /message + GET /message)',
             )
+    for target, cost in listen_costs.items():
+        sends = (
+            f'{cost["send_object_calls_per_msg"]:.2f} calls and {cost["send_rows_written_per_msg"]:.2f} rows '
+            'written by the sends'
+        )
+        if cost['object_calls_per_msg'] == 'n/a':
+            print(f'cost {target} over a listen stream, per message: n/a (no isolate header); {sends}')
+        else:
+            print(
+                f'cost {target} over a listen stream, per message: {cost["object_calls_per_msg"]:.2f} object calls '
+                f'(with one confirmation on the socket) and {cost["rows_written_per_msg"]:.2f} rows written; {sends}',
+            )
+
+
+def print_idle(idle: dict[str, dict[str, Any]]) -> None:
+    """Workload 5, one line per target."""
+    head = (
+        f'{"target":15} {"wake-ups/listener-h":>20} {"objects slept":>14} {"server CPU s/listener-h":>24}  '
+        'object awake'
+    )
+    print(head)
+    print('-' * len(head))
+    for target, e in idle.items():
+        slept = 'n/a' if e['objects_slept'] == 'n/a' else f'{e["objects_slept"]} of {e["listeners"]}'
+        status = 'FAIL' if e['errors'] else 'ok'
+        print(
+            f'{target:15} {_num(e["wake_ups_per_listener_hour"]):>20} {slept:>14} '
+            f'{_num(e["server_cpu_s_per_listener_hour"], 2):>24}  {e["object_awake"]}  [{status}]',
+        )
+        for error in e['errors'][:5]:
+            print(f'    ERROR {error}')
 
 
 def print_ratios(table: dict[str, dict[str, Any]]) -> None:
@@ -184,9 +230,15 @@ def print_ratios(table: dict[str, dict[str, Any]]) -> None:
             print(f'  {workload:26} {pair:30} {cells}')
 
 
-def markdown(summary: dict[str, dict[str, dict[str, Any]]], targets: list[str]) -> str:
+def markdown(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    targets: list[str],
+    idle: dict[str, dict[str, Any]],
+    costs: dict[str, Any],
+    listen_costs: dict[str, Any],
+) -> str:
     """The README table: one column per target."""
-    cols = [t for t in ('workerd', 'wrangler-dev', 'academy-memory', 'academy-redis') if t in targets]
+    cols = [t for t in LABELS if t in targets]
     lines = [
         '| workload | ' + ' | '.join(LABELS[t] for t in cols) + ' |',
         '|---|' + '---|' * len(cols),
@@ -221,4 +273,66 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], targets: list[str]) 
                 _num(w[t][op]['p50_ms']['median'], 1) if t in w and op in w[t] else 'n/a' for op in REGISTRY_OPS
             ),
         )
+    if idle:
+        any_idle = next(iter(idle.values()))
+        label = f'5 idle listeners ({any_idle["listeners"]} for {any_idle["idle_s"]:.0f} s)'
+        row(f'{label}: object wake-ups / listener-hour', lambda t: _num(idle[t]['wake_ups_per_listener_hour']))
+        row(
+            f'{label}: objects that slept',
+            lambda t: 'n/a' if idle[t]['objects_slept'] == 'n/a' else f'{idle[t]["objects_slept"]} of {idle[t]["listeners"]}',
+        )
+        row(f'{label}: server CPU s / listener-hour', lambda t: _num(idle[t]['server_cpu_s_per_listener_hour'], 2))
+    row(
+        'cost per message, send + `GET /message`: object calls / rows written',
+        lambda t: ' / '.join(_num(costs[t][k], 2) for k in ('object_calls_per_msg', 'rows_written_per_msg'))
+        if t in costs else 'n/a',
+    )
+    row(
+        'cost per message over a listen stream: object calls / rows written',
+        lambda t: ' / '.join(_num(listen_costs[t][k], 2) for k in ('object_calls_per_msg', 'rows_written_per_msg'))
+        if t in listen_costs else 'n/a',
+    )
     return '\n'.join(lines) + '\n'
+
+
+def chart(summary: dict[str, dict[str, dict[str, Any]]], targets: list[str], path: Path, title: str) -> None:
+    """Server CPU per 1,000 messages and p50 latency of workloads 1-3, one bar per
+    target (median over rounds, min-max as the error bar), as a PNG."""
+    workloads = [w for w in summary if not w.startswith('4 ')]
+    cols = [t for t in LABELS if t in targets]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    width = 0.8 / max(1, len(cols))
+    for ax, metric, label in (
+        (axes[0], 'server_cpu_s_per_1k', 'server CPU s per 1,000 messages'),
+        (axes[1], 'p50_ms', 'p50 latency, ms (log scale)'),
+    ):
+        for i, target in enumerate(cols):
+            bars = [_bar(summary[w].get(target, {}).get(metric)) for w in workloads]
+            positions = [x + (i - (len(cols) - 1) / 2) * width for x in range(len(workloads))]
+            ax.bar(
+                positions,
+                [median for median, _, _ in bars],
+                width,
+                yerr=[[below for _, below, _ in bars], [above for _, _, above in bars]],
+                capsize=2,
+                label=LABELS[target],
+            )
+        ax.set_xticks(range(len(workloads)))
+        ax.set_xticklabels([textwrap.fill(w, 16, break_long_words=False) for w in workloads], fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(axis='y', alpha=0.3)
+    axes[1].set_yscale('log')
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=len(cols), fontsize=9)
+    fig.suptitle(f'Message workloads 1-3, median over rounds (bars: min-max); {title}')
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bar(stat: dict[str, float | None] | None) -> tuple[float, float, float]:
+    """(median, median - min, max - median); zeros where nothing was measured."""
+    if not stat or stat['median'] is None:
+        return 0.0, 0.0, 0.0
+    median = stat['median']
+    return median, median - (stat['min'] or median), (stat['max'] or median) - median

@@ -2,13 +2,16 @@
 
     python bench/run.py            # full: several interleaved rounds, 100 and 10,000 agents
     python bench/run.py --smoke    # one tiny round: checks every target and workload works
+    python bench/run.py --baseline-build DIR   # also an earlier build (scripts/bench.sh --baseline REV)
 
-Targets: the worker served by workerd directly (Miniflare, no dev proxy), the
-worker under ``wrangler dev``, academy's server with its in-memory backend, and
-with its Redis backend (when redis-server is installed). Every workload runs
+Targets: the worker served by workerd directly (Miniflare, no dev proxy), an
+earlier build of it served the same way (with ``--baseline-build``), the worker
+under ``wrangler dev``, academy's server with its in-memory backend, and with
+its Redis backend (when redis-server is installed). Every workload runs
 through academy-py 1.0.0's client; targets take turns workload by workload, in
 an order reversed every round (A B C D, D C B A, ...) so drift cancels; medians
-and min-max spread over rounds are reported.
+and min-max spread over rounds are reported. The idle workload (5) runs once,
+on every target at the same time.
 
 Exits non-zero if a target fails to start or any workload loses, duplicates or
 reorders a message (or errs).
@@ -49,22 +52,36 @@ class Settings:
     registry_samples: int  # workload 4: register + status samples per round
     discover_samples: int  # workload 4: discover samples per round, each kind
     registry_budget_s: float  # workload 4: time cap per sample loop
-    cost_messages: int
+    idle_listeners: int  # workload 5: listeners per target
+    idle_s: float  # workload 5: the idle window
+    cost_messages: int  # per cost probe
     warm_up_messages: int  # per target, before round 1 (not recorded)
 
 
+# Full mode idles 120 s: two whole cycles of academy's 60 s listen requests, so
+# each listener's stream ends and reconnects twice in the window (a window of no
+# whole number of cycles would count 2 or 3, depending on where it falls).
 FULL = Settings(
     rounds=4, round_trips=200, pairs=256, fan_in_each=32, populations=(100, 10_000),
-    registry_samples=20, discover_samples=10, registry_budget_s=4.0, cost_messages=200,
-    warm_up_messages=400,
+    registry_samples=20, discover_samples=10, registry_budget_s=4.0, idle_listeners=20,
+    idle_s=120.0, cost_messages=200, warm_up_messages=400,
 )
 SMOKE = Settings(
     rounds=1, round_trips=20, pairs=32, fan_in_each=3, populations=(100,),
-    registry_samples=3, discover_samples=2, registry_budget_s=2.0, cost_messages=10,
-    warm_up_messages=20,
+    registry_samples=3, discover_samples=2, registry_budget_s=2.0, idle_listeners=3,
+    idle_s=12.0, cost_messages=10, warm_up_messages=20,
 )
 IN_FLIGHT = (1, 8, 32)
 SENDERS = 16
+# Before the idle window: a listen stream whose client left (every earlier
+# workload's) ends only when a keep-alive write fails, and its object wakes to
+# release it; those wake-ups must not fall into the window. Measured here: the
+# second keep-alive fails served directly, the third through wrangler dev.
+IDLE_SETTLE_S = 3 * float(targets.WORKER_VARS['SSE_KEEPALIVE_S']) + 5
+# The awake time the counters cannot show, as the platform's rules put it.
+AWAKE_HOLDING = 'the whole window: an object serving a stream itself cannot hibernate (platform rule, not measured)'
+AWAKE_HIBERNATING = 'about 10 s after each wake-up, then it hibernates again (platform rule, not measured)'
+HIBERNATION_DELAY_S = 10
 
 
 Workload = Callable[[str], Coroutine[Any, Any, workloads.Outcome]]  # url -> run
@@ -174,6 +191,92 @@ def warm(target: targets.Target, s: Settings) -> dict[str, Any]:
     return {'seconds': round(seconds, 2), 'server_cpu_s': round(cpu, 2), 'errors': errors}
 
 
+async def idle_listeners(started: list[targets.Target], s: Settings) -> dict[str, dict[str, Any]]:
+    """(5) ``s.idle_listeners`` idle listeners on every target at once (the
+    window is wall-clock time, and idle listeners barely load the machine).
+    Opens them (one message each proves every stream open), reads each
+    mailbox object's instance, waits IDLE_SETTLE_S, then idles ``s.idle_s``;
+    over the window it counts the mailbox objects built (the isolate's count,
+    read just before and after) and the server CPU, and after it which
+    listeners' objects were rebuilt since. Last, one message to each listener:
+    a loss is an error."""
+    groups = {t.name: workloads.IdleListeners(t.url, s.idle_listeners) for t in started}
+    errors: dict[str, list[str]] = {name: [] for name in groups}
+
+    async def on_each(step: Callable[[workloads.IdleListeners], Coroutine[Any, Any, Any]]) -> dict[str, Any]:
+        """``step`` on every target still without errors, concurrently."""
+
+        async def one(name: str) -> Any:
+            if errors[name]:
+                return None
+            try:
+                return await asyncio.wait_for(step(groups[name]), workloads.WORKLOAD_TIMEOUT_S)
+            except Exception as e:  # noqa: BLE001 - reported, and fails the run
+                errors[name].append(f'5 idle listeners: {type(e).__name__}: {e}')
+                return None
+
+        done = await asyncio.gather(*(one(name) for name in groups))
+        return dict(zip(groups, done))
+
+    def cpu() -> dict[str, float]:
+        return {t.name: t.cpu_seconds() for t in started}
+
+    try:
+        await on_each(lambda group: group.open())
+        # Read while the objects are awake anyway (a read later would wake them
+        # and shift their sleep into the window).
+        boots_before = await on_each(lambda group: group.boots())
+        await asyncio.sleep(IDLE_SETTLE_S)
+        constructed_before = await on_each(lambda group: group.objects_constructed())
+        cpu_before, t0 = cpu(), time.monotonic()
+        await asyncio.sleep(s.idle_s)
+        cpu_after, window = cpu(), time.monotonic() - t0
+        constructed_after = await on_each(lambda group: group.objects_constructed())
+        boots_after = await on_each(lambda group: group.boots())
+        await on_each(lambda group: group.check_delivery())
+    finally:
+        for name, group in groups.items():
+            errors[name] += await group.close()
+
+    results = {}
+    for target in started:
+        name = target.name
+        listener_hours = s.idle_listeners * window / 3600
+        server_cpu = cpu_after[name] - cpu_before[name]
+        boots = (boots_before.get(name) or []) + (boots_after.get(name) or [])
+        # Builds since the hibernating listen design name their object instances
+        # and count them; earlier builds hold streams in the object.
+        named = len(boots) == 2 * s.idle_listeners and None not in boots
+        holding = target.ours and len(boots) == 2 * s.idle_listeners and set(boots) == {None}
+        wake_ups: int | str = 'n/a'
+        if constructed_before.get(name) and constructed_after.get(name):
+            (count_before, counter_before), (count_after, counter_after) = (
+                constructed_before[name], constructed_after[name],
+            )
+            # Less the counter mailbox's own object, if the second read rebuilt it.
+            wake_ups = count_after - count_before - (counter_after != counter_before)
+        awake, awake_s = 'n/a', 'n/a'
+        if not target.ours:
+            awake = 'n/a (no Durable Objects)'
+        elif named and wake_ups != 'n/a':
+            awake, awake_s = AWAKE_HIBERNATING, HIBERNATION_DELAY_S * wake_ups / listener_hours
+        elif holding:
+            awake, awake_s = AWAKE_HOLDING, 3600.0
+        results[name] = {
+            'listeners': s.idle_listeners,
+            'idle_s': round(window, 1),
+            'server_cpu_s': server_cpu,
+            'server_cpu_s_per_listener_hour': server_cpu / listener_hours,
+            'wake_ups': wake_ups,
+            'wake_ups_per_listener_hour': 'n/a' if wake_ups == 'n/a' else wake_ups / listener_hours,
+            'objects_slept': sum(b != a for b, a in zip(boots_before[name], boots_after[name])) if named else 'n/a',
+            'object_awake': awake,
+            'object_awake_s_per_listener_hour_by_rule': awake_s,
+            'errors': errors[name],
+        }
+    return results
+
+
 def in_round_order(started: list[targets.Target], round_no: int) -> list[targets.Target]:
     return started if round_no % 2 == 0 else list(reversed(started))
 
@@ -191,6 +294,11 @@ def main() -> int:
     parser.add_argument('--smoke', action='store_true', help='one tiny round (a check, not a measurement)')
     parser.add_argument('--rounds', type=int, help='override the number of rounds')
     parser.add_argument('--targets', help='comma-separated subset of: ' + ', '.join(targets.ALL))
+    parser.add_argument(
+        '--baseline-build', type=Path, metavar='DIR',
+        help=f'an earlier build (what scripts/build.sh leaves in build/), served as target {targets.BEFORE}',
+    )
+    parser.add_argument('--baseline-rev', help='the commit that build is of (recorded in the JSON)')
     args = parser.parse_args()
     # academy's client logs every cancelled request (listen streams are cancelled
     # at the end of each workload); failures that matter surface as errors.
@@ -203,6 +311,10 @@ def main() -> int:
     unknown = set(names) - set(targets.ALL)
     if unknown:
         parser.error(f'unknown target(s): {", ".join(sorted(unknown))}')
+    if args.baseline_build is None and targets.BEFORE in names:
+        if args.targets:
+            parser.error(f'target {targets.BEFORE} needs --baseline-build')
+        names.remove(targets.BEFORE)
     if 'academy-redis' in names and shutil.which('redis-server') is None:
         names.remove('academy-redis')
         print('note: redis-server is not installed, so the academy-redis target is left out '
@@ -220,15 +332,25 @@ def main() -> int:
     setup: dict[str, dict[str, float]] = {}
     warm_up: dict[str, dict[str, Any]] = {}
     costs: dict[str, Any] = {}
+    listen_costs: dict[str, Any] = {}
+    idle: dict[str, dict[str, Any]] = {}
     work_dir = Path(tempfile.mkdtemp(prefix='bench-'))
     log_dir = work_dir / 'logs'
-    build_dir = work_dir / 'build'
-    build = targets.snapshot_build(build_dir)
+    build_dirs = {name: work_dir / 'build' for name in names}
+    build = targets.snapshot_build(work_dir / 'build')
     print(f'worker build: {build}', flush=True)
+    build_before = None
+    if targets.BEFORE in names:
+        build_dirs[targets.BEFORE] = work_dir / 'build-before'
+        build_before = {
+            'rev': args.baseline_rev,
+            **targets.snapshot_build(build_dirs[targets.BEFORE], args.baseline_build.resolve()),
+        }
+        print(f'earlier build ({targets.BEFORE}): {build_before}', flush=True)
     started: list[targets.Target] = []
     try:
         for name in names:
-            target = targets.ALL[name](log_dir, build_dir)
+            target = targets.ALL[name](log_dir, build_dirs[name])
             t0 = time.monotonic()
             try:
                 target.start()
@@ -279,13 +401,22 @@ def main() -> int:
                     record['workload'] = f'4 registry N={size}'  # the tier, not the live count
                     records.append(record)
 
-        print('\ncost probe (cost headers, raw HTTP)', flush=True)
+        print('\ncost probes (cost headers, raw HTTP)', flush=True)
         for target in started:
-            if target.ours:
+            if not target.ours:
+                continue
+            for probe, into in ((workloads.worker_costs, costs), (workloads.listen_costs, listen_costs)):
                 try:
-                    costs[target.name] = run(workloads.worker_costs(target.url, settings.cost_messages))
+                    into[target.name] = run(probe(target.url, settings.cost_messages))
                 except Exception as e:  # noqa: BLE001 - reported; the run fails
-                    failures.append(f'{target.name}: cost probe failed: {type(e).__name__}: {e}')
+                    failures.append(f'{target.name}: {probe.__name__} probe failed: {type(e).__name__}: {e}')
+        print(
+            f'\nworkload 5: {settings.idle_listeners} idle listeners per target, all targets at once: '
+            f'{IDLE_SETTLE_S:.0f} s to settle, then {settings.idle_s:.0f} s idle',
+            flush=True,
+        )
+        idle = run(idle_listeners(started, settings))
+        report.print_idle(idle)
     finally:
         for target in started:
             target.stop()
@@ -295,12 +426,12 @@ def main() -> int:
     if retried:
         print(f'\nnote: {retried} 5xx answer(s) were retried by the client (see server_5xx_retried in the JSON)')
     errors = failures + [e for r in records for e in r['errors']]
-    errors += [e for c in costs.values() for e in c.get('errors', [])]
+    errors += [e for c in [*costs.values(), *listen_costs.values(), *idle.values()] for e in c.get('errors', [])]
     summary = report.summarize(records)
     ratio_table = report.ratios(summary)
-    report.print_table(summary, costs)
+    report.print_table(summary, costs, listen_costs)
     report.print_ratios(ratio_table)
-    markdown = report.markdown(summary, [t.name for t in started])
+    markdown = report.markdown(summary, [t.name for t in started], idle, costs, listen_costs)
     elapsed = time.monotonic() - began
     result = {
         'mode': mode,
@@ -308,22 +439,27 @@ def main() -> int:
         'settings': asdict(settings),
         'targets': [t.name for t in started],
         'worker_build': build,
+        'worker_build_before': build_before,
         'elapsed_s': round(elapsed, 1),
         'load_average_at_start': load,
         'warm_up': warm_up,
         'setup': setup,
         'summary': summary,
         'ratios': ratio_table,
+        'idle': idle,
         'cost': costs,
+        'listen_cost': listen_costs,
         'records': records,
         'errors': errors,
     }
     out = BENCH / 'results' / ('latest.json' if mode == 'full' else 'smoke.json')
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str) + '\n')
+    chart = out.with_suffix('.png')
+    report.chart(summary, [t.name for t in started], chart, f'{mode} run, {result["machine"]["date"]}')
     if mode == 'full':
         (BENCH / 'results' / 'latest.md').write_text(markdown)
-    print(f'\nwrote {out.relative_to(BENCH.parent)} ({mode}, {elapsed:.0f} s)')
+    print(f'\nwrote {out.relative_to(BENCH.parent)} and {chart.name} ({mode}, {elapsed:.0f} s)')
     if errors:
         print(f'\nFAILED: {len(errors)} error(s) (loss, duplication, reordering or a failed target):')
         for error in errors[:50]:

@@ -40,13 +40,14 @@ WORKER_VARS = {
 }
 
 
-def snapshot_build(dest: Path) -> dict[str, str]:
-    """Copy the built Worker (build/) to ``dest``: both worker targets serve this
-    copy, so a rebuild (or a src/ edit that ``wrangler dev`` would notice)
-    during the run changes nothing. Returns the copy's fingerprint."""
-    if not (REPO / 'build' / 'index.js').exists():
-        raise RuntimeError('build/ is missing: run scripts/build.sh first')
-    shutil.copytree(REPO / 'build', dest)
+def snapshot_build(dest: Path, source: Path = REPO / 'build') -> dict[str, str]:
+    """Copy a built Worker (by default this checkout's build/) to ``dest``: the
+    worker targets serve such copies, so a rebuild (or a src/ edit that
+    ``wrangler dev`` would notice) during the run changes nothing. Returns the
+    copy's fingerprint."""
+    if not (source / 'index.js').exists():
+        raise RuntimeError(f'{source} holds no build: run scripts/build.sh first')
+    shutil.copytree(source, dest)
     wasm = dest / 'index_bg.wasm'
     return {
         'built_at': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(wasm.stat().st_mtime)),
@@ -186,6 +187,11 @@ def workerd_direct(log_dir: Path, build_dir: Path) -> Target:
     return Target('workerd', [harness.WorkerdDirectProcess(build_dir, vars=WORKER_VARS, log_dir=log_dir)], ours=True)
 
 
+def workerd_before(log_dir: Path, build_dir: Path) -> Target:
+    """An earlier build (``run.py --baseline-build``) served exactly as ``workerd``."""
+    return Target(BEFORE, [harness.WorkerdDirectProcess(build_dir, vars=WORKER_VARS, log_dir=log_dir)], ours=True)
+
+
 def wrangler_dev(log_dir: Path, build_dir: Path) -> Target:
     return Target('wrangler-dev', [WranglerDevProcess(build_dir, log_dir=log_dir)], ours=True)
 
@@ -200,9 +206,14 @@ def academy_redis(log_dir: Path, build_dir: Path) -> Target:
     return Target('academy-redis', [redis, server], ours=False)
 
 
-# Name -> constructor, in the order of the first round.
+BEFORE = 'workerd-before'
+
+# Name -> constructor, in the order of the first round. Each takes the log
+# directory and the build it serves (BEFORE: the earlier build; it runs only when
+# one is given).
 ALL = {
     'workerd': workerd_direct,
+    BEFORE: workerd_before,
     'wrangler-dev': wrangler_dev,
     'academy-memory': academy_memory,
     'academy-redis': academy_redis,

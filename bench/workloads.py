@@ -4,8 +4,8 @@ Messages are sent and received with ``HttpExchangeTransport`` (the transport
 under academy's ``ExchangeClient``: ``send`` is ``PUT /message``, ``listen`` is
 the ``GET /mailbox/listen`` event stream); registry operations use its
 ``register_agent``, ``heartbeat_status`` (what ``ExchangeClient.status``
-calls) and ``discover``. Only bulk set-up (the registered population) and the
-cost probe use raw HTTP.
+calls) and ``discover``. Only bulk set-up (the registered population), the
+cost probes and the idle workload's status reads use raw HTTP.
 
 Every message has a fresh tag. A :class:`Ledger` records who sent each tag and
 in which position, and checks on arrival that each tag arrives exactly once and,
@@ -463,6 +463,15 @@ async def registry(
 # ---------------------------------------------------------------------- cost
 
 
+# With EXCHANGE_COST_HEADERS=1 (builds since the hibernating listen design), a
+# mailbox object's answers carry its instance's id, and its isolate's rows written
+# and mailbox objects constructed (first use, or a wake-up after hibernation or
+# eviction) so far.
+BOOT_HEADER = 'x-exchange-object-boot'
+ISOLATE_ROWS_HEADER = 'x-exchange-isolate-rows-written'
+CONSTRUCTED_HEADER = 'x-exchange-isolate-objects-constructed'
+
+
 async def worker_costs(url: str, count: int) -> dict[str, Any]:
     """Durable Object calls and SQLite rows written per delivered message, from
     the worker's cost headers: ``count`` request messages sent to one mailbox
@@ -502,3 +511,165 @@ async def worker_costs(url: str, count: int) -> dict[str, Any]:
         'rows_written_per_msg': rows / count,
         'errors': ledger.close(),
     }
+
+
+async def listen_costs(url: str, count: int) -> dict[str, Any]:
+    """What a message delivered over a listen stream costs, from the cost
+    headers: ``count`` request messages sent one at a time with raw
+    ``PUT /message`` to a mailbox whose ``GET /mailbox/listen`` stream a raw SSE
+    reader holds, each read from the stream before the next is sent.
+
+    Rows written per message: the difference of ``x-exchange-isolate-rows-written``
+    between two answers of the destination's object (``GET /mailbox/stats``, the
+    second once nothing is left unconfirmed), divided by ``count``: it counts
+    everything written in between, the sends and the stream's confirmations, and
+    nothing else runs meanwhile. Object calls per message: the sends'
+    ``x-exchange-object-calls``, plus the messages the Worker sends the object on
+    the stream's socket, one confirmation per event (not visible from outside;
+    one per event by design). A build without the isolate header (before the
+    hibernating listen design) gets "n/a" for both, and only the sends' own
+    figures."""
+    ledger = Ledger('listen cost probe')
+    sends = {'calls': 0, 'rows': 0}
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+
+        async def call(method: str, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+            async with session.request(method, url + path, json=body) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f'{method} {path}: {r.status} {await r.text()}')
+                return r
+
+        async def unconfirmed_cleared(mailbox: dict[str, Any]) -> aiohttp.ClientResponse:
+            """The destination's stats once nothing sent is left unconfirmed."""
+            for _ in range(100):
+                r = await call('GET', '/mailbox/stats', mailbox)
+                if json.loads(await r.text())['queued'] == 0:
+                    return r
+                await asyncio.sleep(0.05)
+            raise RuntimeError('a delivered message stayed unconfirmed for 5 s')
+
+        src, dest = UserId.new(), UserId.new()
+        for mailbox in (src, dest):
+            await call('POST', '/mailbox', {'mailbox': mailbox.model_dump_json()})
+        dest_body = {'mailbox': dest.model_dump_json()}
+        stream = await session.get(
+            url + '/mailbox/listen',
+            json={**dest_body, 'timeout': 60},
+            headers={'Accept': 'text/event-stream', 'Cache-Control': 'no-cache'},
+        )
+        try:
+            if stream.status != 200:
+                raise RuntimeError(f'GET /mailbox/listen: {stream.status} {await stream.text()}')
+            before = await unconfirmed_cleared(dest_body)
+            for _ in range(count):
+                message = request(src, dest)
+                ledger.sent('src', message.tag)
+                r = await call('PUT', '/message', {'message': message.model_dump_json()})
+                sends['calls'] += int(r.headers['x-exchange-object-calls'])
+                sends['rows'] += int(r.headers['x-exchange-rows-written'])
+                data = await asyncio.wait_for(next_event_data(stream.content), STEP_TIMEOUT_S)
+                ledger.arrived_tag(Message.model_validate_json(data).tag)
+            after = await unconfirmed_cleared(dest_body)
+        finally:
+            stream.close()
+    figures: dict[str, Any] = {
+        'send_object_calls_per_msg': sends['calls'] / count,
+        'send_rows_written_per_msg': sends['rows'] / count,
+        'object_calls_per_msg': 'n/a',
+        'rows_written_per_msg': 'n/a',
+        'errors': ledger.close(),
+    }
+    if ISOLATE_ROWS_HEADER in after.headers:
+        confirmations = len(ledger.arrived)
+        figures['object_calls_per_msg'] = (sends['calls'] + confirmations) / count
+        figures['rows_written_per_msg'] = (
+            int(after.headers[ISOLATE_ROWS_HEADER]) - int(before.headers[ISOLATE_ROWS_HEADER])
+        ) / count
+    return figures
+
+
+async def next_event_data(content: aiohttp.StreamReader) -> str:
+    """The data of the next server-sent event that carries any (comments and
+    ``id:``/``retry:`` fields are skipped)."""
+    data: list[str] = []
+    async for raw in content:
+        line = raw.decode().rstrip('\r\n')
+        if line.startswith('data:'):
+            data.append(line[5:].removeprefix(' '))
+        elif not line and data:
+            return '\n'.join(data)
+    raise RuntimeError('the listen stream ended')
+
+
+# ------------------------------------------------------------ idle listeners
+
+
+class IdleListeners:
+    """(5) ``count`` listeners, each academy's ``listen()`` (as :class:`Inbox`
+    reads it) on a fresh mailbox of its own. :meth:`open` connects them and
+    proves every stream is open with one message each; :meth:`boots` reads each
+    mailbox object's instance id; :meth:`objects_constructed` reads the
+    isolate's count of mailbox objects built; :meth:`check_delivery` sends one
+    more message to each and checks each listener gets it (a loss is an error)."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.url = url
+        self.count = count
+        self.ledger = Ledger('5 idle listeners')
+        self.sender: HttpExchangeTransport | None = None
+        self.listeners: list[HttpExchangeTransport] = []
+        self.inboxes: list[Inbox] = []
+        # A mailbox id never created (its status answers MISSING; its object
+        # stores nothing): reading the count through it wakes no listener's object.
+        self.counter = UserId.new()
+
+    async def open(self) -> None:
+        self.sender = await connect(self.url)
+        for _ in range(self.count):
+            self.listeners.append(await connect(self.url))
+            self.inboxes.append(Inbox(self.listeners[-1]))
+        await self.check_delivery()
+
+    async def check_delivery(self) -> None:
+        assert self.sender is not None
+        for index, listener in enumerate(self.listeners):
+            message = request(self.sender.mailbox_id, listener.mailbox_id)
+            self.ledger.sent(index, message.tag)
+            await self.sender.send(message)
+        for inbox in self.inboxes:
+            self.ledger.arrived_tag((await inbox.next()).tag)
+
+    async def boots(self) -> list[str | None]:
+        """Each listener's mailbox object instance (``GET /mailbox`` status), None
+        when the answer has no boot header."""
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+            return [
+                (await _status(session, self.url, listener.mailbox_id)).get(BOOT_HEADER)
+                for listener in self.listeners
+            ]
+
+    async def objects_constructed(self) -> tuple[int, str] | None:
+        """The isolate's count of mailbox objects built so far and the instance
+        of the counter mailbox that answered (local workerd serves every object
+        from one isolate); None when the build does not report the count."""
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+            headers = await _status(session, self.url, self.counter)
+        if CONSTRUCTED_HEADER not in headers:
+            return None
+        return int(headers[CONSTRUCTED_HEADER]), headers[BOOT_HEADER]
+
+    async def close(self) -> list[str]:
+        """Stops the listeners; returns every loss, duplicate or reordering."""
+        await asyncio.gather(*(inbox.close() for inbox in self.inboxes))
+        await close_all(*self.listeners, *([self.sender] if self.sender else []))
+        return self.ledger.close()
+
+
+async def _status(session: aiohttp.ClientSession, url: str, mailbox: EntityId) -> Any:
+    """The headers of the ``GET /mailbox`` (status) answer for ``mailbox``."""
+    async with session.get(url + '/mailbox', json={'mailbox': mailbox.model_dump_json()}) as r:
+        text = await r.text()
+        if r.status != 200:
+            raise RuntimeError(f'GET /mailbox: {r.status} {text}')
+        return r.headers
