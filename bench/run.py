@@ -80,7 +80,8 @@ SENDERS = 16
 IDLE_SETTLE_S = 3 * float(targets.WORKER_VARS['SSE_KEEPALIVE_S']) + 5
 # The awake time the counters cannot show, as the platform's rules put it.
 AWAKE_HOLDING = 'the whole window: an object serving a stream itself cannot hibernate (platform rule, not measured)'
-AWAKE_HIBERNATING = 'about 10 s after each wake-up, then it hibernates again (platform rule, not measured)'
+AWAKE_HIBERNATING = ('in memory at most about 10 s after each wake-up, then it hibernates; billed only '
+                     'while a handler runs (platform rules, not measured)')
 HIBERNATION_DELAY_S = 10
 
 
@@ -293,6 +294,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--smoke', action='store_true', help='one tiny round (a check, not a measurement)')
     parser.add_argument('--rounds', type=int, help='override the number of rounds')
+    parser.add_argument(
+        '--populations', help='override workload 4\'s agent populations, e.g. 100 or 100,10000',
+    )
     parser.add_argument('--targets', help='comma-separated subset of: ' + ', '.join(targets.ALL))
     parser.add_argument(
         '--baseline-build', type=Path, metavar='DIR',
@@ -306,6 +310,9 @@ def main() -> int:
     settings = SMOKE if args.smoke else FULL
     if args.rounds:
         settings = Settings(**{**asdict(settings), 'rounds': args.rounds})
+    if args.populations:
+        sizes = tuple(int(size) for size in args.populations.split(','))
+        settings = Settings(**{**asdict(settings), 'populations': sizes})
     mode = 'smoke' if args.smoke else 'full'
     names = args.targets.split(',') if args.targets else list(targets.ALL)
     unknown = set(names) - set(targets.ALL)

@@ -13,9 +13,12 @@
 //!   event per pushed message, the confirmation once the runtime has taken the
 //!   event, keep-alives and the idle deadline.
 //!
-//! One message is in flight per socket: the object pushes the next only after the
-//! Worker confirmed the last, so a broken socket holds at most one message, which
-//! goes back to the queue.
+//! At most [`STREAM_WINDOW`] messages are in flight per stream socket (one per
+//! long poll): the object pushes more as the Worker confirms, and a broken socket
+//! holds at most that many, which go back to the queue. The Worker writes every
+//! message it has in one chunk and confirms cumulatively (all up to a sequence
+//! number) once the runtime has taken the chunk, so under load one confirmation
+//! covers many messages.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +30,9 @@ use crate::store::{MailboxStore, QueuedMessage, Replay};
 
 type Result<T> = std::result::Result<T, ExchangeError>;
 
+/// Most messages pushed to one stream socket and not yet confirmed.
+pub const STREAM_WINDOW: usize = 16;
+
 /// One socket's delivery state at the mailbox object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscriber {
@@ -36,9 +42,9 @@ pub struct Subscriber {
     /// How long confirmed messages stay replayable (`REPLAY_WINDOW_S` as the
     /// Worker that opened the socket read it).
     pub replay_window_s: f64,
-    /// The message pushed to the socket and not yet confirmed: leased, so no
-    /// other socket gets it; back in the queue if this socket closes.
-    pub pending: Option<u64>,
+    /// The messages pushed to the socket and not yet confirmed, oldest first:
+    /// leased, so no other socket gets them; back in the queue if it closes.
+    pub pending: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -52,15 +58,19 @@ pub enum SubscriberKind {
 }
 
 impl Subscriber {
-    fn wants_more(&self) -> bool {
-        self.pending.is_none() && !matches!(self.kind, SubscriberKind::Poll { served: true })
+    /// How many more messages it may be sent now.
+    fn room(&self) -> usize {
+        match self.kind {
+            SubscriberKind::Stream { .. } => STREAM_WINDOW.saturating_sub(self.pending.len()),
+            SubscriberKind::Poll { served } => usize::from(!served),
+        }
     }
 }
 
 /// What the object does for one subscriber after a change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Push {
-    /// Send this message (the subscriber's `pending` is set to it).
+    /// Send this message (it is added to the subscriber's `pending`).
     Message(QueuedMessage),
     /// Tell the Worker why its stream or poll ends, then close the socket.
     End(ExchangeError),
@@ -70,7 +80,7 @@ pub enum Push {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Opened {
     pub subscriber: Subscriber,
-    /// Other subscribers (by index) whose pending message the new stream took
+    /// Other subscribers (by index) whose pending messages the new stream took
     /// over: they are superseded and their sockets are closed.
     pub superseded: Vec<usize>,
 }
@@ -79,8 +89,8 @@ impl<S: MailboxStore> Mailbox<S> {
     /// A new listen stream or long poll by `caller`. With `last_event_id` (a
     /// stream that reconnects), the messages up to it are confirmed, and the
     /// delivered ones after it, still in the window starting at `replay_since`,
-    /// are sent again before the queue. A message after it that another socket
-    /// holds unconfirmed is taken over, in order: that socket is the broken
+    /// are sent again before the queue. Messages after it that another socket
+    /// holds unconfirmed are taken over, in order: that socket is the broken
     /// stream this one replaces.
     pub fn subscribe(
         &mut self,
@@ -96,15 +106,16 @@ impl<S: MailboxStore> Mailbox<S> {
         let mut kind = kind;
         if let (SubscriberKind::Stream { replay_after }, Some(after)) = (&mut kind, last_event_id) {
             for (index, other) in others.iter_mut().enumerate() {
-                let Some(seq) = other.pending else { continue };
-                if !matches!(other.kind, SubscriberKind::Stream { .. }) {
+                if other.pending.is_empty() || !matches!(other.kind, SubscriberKind::Stream { .. })
+                {
                     continue;
                 }
-                if seq <= after {
-                    // The client saw it: the confirmation was lost with the stream.
-                    self.store_mut().mark_delivered(seq, now)?;
+                for seq in std::mem::take(&mut other.pending) {
+                    if seq <= after {
+                        // The client saw it: the confirmation was lost with the stream.
+                        self.store_mut().mark_delivered(seq, now)?;
+                    }
                 }
-                other.pending = None;
                 superseded.push(index);
             }
             *replay_after = Some(after);
@@ -114,7 +125,7 @@ impl<S: MailboxStore> Mailbox<S> {
                 caller: caller.clone(),
                 kind,
                 replay_window_s,
-                pending: None,
+                pending: Vec::new(),
             },
             superseded,
         })
@@ -126,9 +137,13 @@ impl<S: MailboxStore> Mailbox<S> {
     /// lost access, or of a terminated mailbox, are told to end.
     pub fn dispatch(&self, subscribers: &mut [Subscriber], now: f64) -> Result<Vec<(usize, Push)>> {
         let mut pushes = Vec::new();
-        let mut leased: Vec<u64> = subscribers.iter().filter_map(|s| s.pending).collect();
+        let mut leased: Vec<u64> = subscribers
+            .iter()
+            .flat_map(|s| s.pending.iter().copied())
+            .collect();
         for (index, subscriber) in subscribers.iter_mut().enumerate() {
-            if !subscriber.wants_more() {
+            let room = subscriber.room();
+            if room == 0 {
                 continue;
             }
             if let Err(error) = self.ensure_active(&subscriber.caller) {
@@ -144,43 +159,56 @@ impl<S: MailboxStore> Mailbox<S> {
                 }),
                 _ => None,
             };
-            let next = self
+            let next: Vec<QueuedMessage> = self
                 .store()
-                .deliverable(replay, leased.len() + 1)?
+                .deliverable(replay, leased.len() + room)?
                 .into_iter()
-                .find(|message| !leased.contains(&message.seq));
-            let Some(message) = next else {
+                .filter(|message| !leased.contains(&message.seq))
+                .take(room)
+                .collect();
+            if next.len() < room {
                 if let SubscriberKind::Stream { replay_after } = &mut subscriber.kind {
-                    // Nothing left to replay: from now on only the queue.
+                    // Nothing more to replay: from now on only the queue.
                     *replay_after = None;
                 }
-                continue;
-            };
-            leased.push(message.seq);
-            subscriber.pending = Some(message.seq);
-            match &mut subscriber.kind {
-                SubscriberKind::Stream {
-                    replay_after: Some(after),
-                } => *after = message.seq,
-                SubscriberKind::Stream { replay_after: None } => {}
-                SubscriberKind::Poll { served } => *served = true,
             }
-            pushes.push((index, Push::Message(message)));
+            for message in next {
+                leased.push(message.seq);
+                subscriber.pending.push(message.seq);
+                match &mut subscriber.kind {
+                    SubscriberKind::Stream {
+                        replay_after: Some(after),
+                    } => *after = message.seq,
+                    SubscriberKind::Stream { replay_after: None } => {}
+                    SubscriberKind::Poll { served } => *served = true,
+                }
+                pushes.push((index, Push::Message(message)));
+            }
         }
         Ok(pushes)
     }
 
-    /// The Worker wrote message `seq` to its client: a stream's message is kept
-    /// for replay, a poll's is removed. Idempotent; a confirmation for a message
-    /// the subscriber no longer holds (taken over) still counts, since its client
-    /// got it.
+    /// The Worker wrote every message it was sent up to `seq` to its client
+    /// (confirmations are cumulative): a stream's are kept for replay, a poll's
+    /// is removed. Idempotent; a confirmation for a message the subscriber no
+    /// longer holds (taken over) still counts, since its client got it.
     pub fn confirm(&mut self, subscriber: &mut Subscriber, seq: u64, now: f64) -> Result<()> {
-        if subscriber.pending == Some(seq) {
-            subscriber.pending = None;
+        let mut confirmed: Vec<u64> = Vec::new();
+        subscriber.pending.retain(|held| {
+            let done = *held <= seq;
+            if done {
+                confirmed.push(*held);
+            }
+            !done
+        });
+        if !confirmed.contains(&seq) {
+            confirmed.push(seq);
         }
-        match subscriber.kind {
-            SubscriberKind::Stream { .. } => self.store_mut().mark_delivered(seq, now)?,
-            SubscriberKind::Poll { .. } => self.store_mut().remove(seq)?,
+        for seq in confirmed {
+            match subscriber.kind {
+                SubscriberKind::Stream { .. } => self.store_mut().mark_delivered(seq, now)?,
+                SubscriberKind::Poll { .. } => self.store_mut().remove(seq)?,
+            }
         }
         Ok(())
     }
@@ -208,7 +236,8 @@ pub struct StreamSession {
     retry_ms: u64,
     opened: bool,
     ended: bool,
-    /// The event written last, confirmed when the runtime asks for the next chunk.
+    /// The last event written, confirmed (with every event before it) when the
+    /// runtime asks for the next chunk.
     unconfirmed: Option<u64>,
     /// The stream ends if no message arrives before this.
     idle_deadline: f64,
@@ -257,15 +286,24 @@ impl StreamSession {
         }
     }
 
-    /// The object pushed a message: write it as one event.
-    pub fn message(&mut self, seq: u64, text: &str, now: f64) -> StreamStep {
+    /// The object pushed messages (oldest first): write them as events, all in
+    /// one chunk.
+    pub fn messages(&mut self, messages: &[(u64, String)], now: f64) -> StreamStep {
+        let Some((last, _)) = messages.last() else {
+            return self.step(now);
+        };
         if self.ended {
             return StreamStep::End;
         }
-        self.unconfirmed = Some(seq);
+        self.unconfirmed = Some(*last);
         self.idle_deadline = now + self.timeout_s;
         self.keepalive_due = now + self.keepalive_s;
-        StreamStep::Write(sse::event(seq, text))
+        StreamStep::Write(
+            messages
+                .iter()
+                .map(|(seq, text)| sse::event(*seq, text))
+                .collect(),
+        )
     }
 
     /// The object ended the subscription, or its socket closed.
@@ -329,37 +367,46 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_gets_one_message_at_a_time_and_the_next_after_confirming() {
+    fn a_stream_gets_a_window_of_messages_and_more_as_it_confirms() {
         let (mut mailbox, id) = mailbox();
-        let seqs: Vec<u64> = (0..3)
+        let count = STREAM_WINDOW + 3;
+        let seqs: Vec<u64> = (0..count)
             .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
             .collect();
         let mut subs = vec![stream(&mut mailbox, None)];
-        assert_eq!(
-            pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
-            [(0, seqs[0])]
-        );
+        let first: Vec<(usize, u64)> = seqs[..STREAM_WINDOW].iter().map(|seq| (0, *seq)).collect();
+        assert_eq!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), first);
         // Nothing more until the Worker confirms.
         assert!(mailbox.dispatch(&mut subs, 0.0).unwrap().is_empty());
-        mailbox.confirm(&mut subs[0], seqs[0], 5.0).unwrap();
+        // One confirmation covers everything up to it.
+        mailbox.confirm(&mut subs[0], seqs[1], 50.0).unwrap();
         assert_eq!(
             pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
-            [(0, seqs[1])]
+            [(0, seqs[STREAM_WINDOW]), (0, seqs[STREAM_WINDOW + 1])]
         );
-        // A confirmed message is no longer queued, but kept.
-        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 2);
+        // Confirmed messages are no longer queued, but kept.
+        assert_eq!(mailbox.stats(&owner()).unwrap().queued, count as u64 - 2);
     }
 
     #[test]
     fn two_sockets_never_get_the_same_message() {
         let (mut mailbox, id) = mailbox();
-        let a = send(&mut mailbox, &id, 1.0);
-        let b = send(&mut mailbox, &id, 2.0);
         let mut subs = vec![stream(&mut mailbox, None), stream(&mut mailbox, None)];
+        // The first socket's window fills first.
+        for i in 0..STREAM_WINDOW {
+            send(&mut mailbox, &id, i as f64);
+        }
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        let a = send(&mut mailbox, &id, 100.0);
+        let b = send(&mut mailbox, &id, 101.0);
         assert_eq!(
             pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
-            [(0, a), (1, b)]
+            [(1, a), (1, b)]
         );
+        assert!(subs[0]
+            .pending
+            .iter()
+            .all(|seq| !subs[1].pending.contains(seq)));
     }
 
     #[test]
@@ -381,24 +428,20 @@ mod tests {
             .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
             .collect();
         let mut subs = vec![stream(&mut mailbox, None)];
-        // The first three are written and confirmed; the client read only the first.
-        for seq in &seqs[..3] {
-            mailbox.dispatch(&mut subs, 0.0).unwrap();
-            mailbox.confirm(&mut subs[0], *seq, 10.0).unwrap();
-        }
+        // All four are pushed; the first three written and confirmed; the client
+        // read only the first, and the stream broke.
+        assert_eq!(mailbox.dispatch(&mut subs, 0.0).unwrap().len(), 4);
+        mailbox.confirm(&mut subs[0], seqs[2], 10.0).unwrap();
         let mut subs = vec![stream(&mut mailbox, Some(seqs[0]))];
-        let mut got = Vec::new();
-        for _ in 0..3 {
-            let pushes = pushed(&mailbox.dispatch(&mut subs, 5.0 + WINDOW).unwrap());
-            let (_, seq) = pushes[0];
-            got.push(seq);
-            mailbox.confirm(&mut subs[0], seq, 21.0).unwrap();
-        }
-        assert_eq!(got, seqs[1..]);
+        let again = pushed(&mailbox.dispatch(&mut subs, 5.0 + WINDOW).unwrap());
+        let expected: Vec<(usize, u64)> = seqs[1..].iter().map(|seq| (0, *seq)).collect();
+        assert_eq!(again, expected);
+        mailbox.confirm(&mut subs[0], seqs[3], 21.0).unwrap();
         assert!(mailbox
             .dispatch(&mut subs, 5.0 + WINDOW)
             .unwrap()
             .is_empty());
+        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 0);
     }
 
     #[test]
@@ -442,7 +485,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(opened.superseded, [0]);
-        assert_eq!(subs[0].pending, None);
+        assert!(subs[0].pending.is_empty());
         subs.push(opened.subscriber);
         subs.remove(0);
         assert_eq!(
@@ -538,7 +581,7 @@ mod tests {
         assert_eq!(session.step(3.0), StreamStep::KeepAlive);
         assert_eq!(session.step(3.5), StreamStep::Wait { until: 6.0 });
         assert_eq!(
-            session.message(7, "{}", 4.0),
+            session.messages(&[(7, "{}".into())], 4.0),
             StreamStep::Write(sse::event(7, "{}"))
         );
         // Confirmed once the runtime pulls again, and only once.
@@ -554,12 +597,26 @@ mod tests {
     }
 
     #[test]
+    fn messages_that_arrived_together_go_out_in_one_chunk_confirmed_by_the_last() {
+        let mut session = StreamSession::new(0.0, 10.0, 3.0, 100);
+        session.step(0.0);
+        let batch = [(7, "{\"a\":1}".to_owned()), (9, "{\"b\":2}".to_owned())];
+        assert_eq!(
+            session.messages(&batch, 1.0),
+            StreamStep::Write(sse::event(7, "{\"a\":1}") + &sse::event(9, "{\"b\":2}"))
+        );
+        assert_eq!(session.next_pulled(), Some(9));
+        // An empty batch writes nothing.
+        assert_eq!(session.messages(&[], 1.5), StreamStep::Wait { until: 4.0 });
+    }
+
+    #[test]
     fn an_ended_session_confirms_nothing_it_did_not_hand_over() {
         let mut session = StreamSession::new(0.0, 10.0, 3.0, 100);
         session.step(0.0);
-        session.message(7, "{}", 1.0);
+        session.messages(&[(7, "{}".into())], 1.0);
         assert_eq!(session.end(), StreamStep::End);
         assert_eq!(session.next_pulled(), None);
-        assert_eq!(session.message(8, "{}", 2.0), StreamStep::End);
+        assert_eq!(session.messages(&[(8, "{}".into())], 2.0), StreamStep::End);
     }
 }

@@ -259,7 +259,7 @@ impl Mailbox {
             Wait::Poll => {
                 let leased: Vec<u64> = sockets
                     .iter()
-                    .filter_map(|socket| socket.subscriber.pending)
+                    .flat_map(|socket| socket.subscriber.pending.iter().copied())
                     .collect();
                 if let Some(message) = rules.receive(&call.caller, &leased)? {
                     return Ok(Subscribed::Answered(Reply::Message(message.text)));

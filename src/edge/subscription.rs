@@ -134,6 +134,15 @@ impl ObjectSocket {
     async fn next(&mut self) -> Arrival {
         self.arrivals.next().await.unwrap_or(Arrival::Closed)
     }
+
+    /// An arrival that is already there, without waiting.
+    fn ready(&mut self) -> Option<Arrival> {
+        match self.arrivals.try_recv() {
+            Ok(arrival) => Some(arrival),
+            Err(mpsc::TryRecvError::Closed) => Some(Arrival::Closed),
+            Err(mpsc::TryRecvError::Empty) => None,
+        }
+    }
 }
 
 impl Drop for ObjectSocket {
@@ -255,19 +264,32 @@ impl Relay {
                     return Some(sse::KEEP_ALIVE.to_owned());
                 }
                 StreamStep::End => return None,
-                StreamStep::Wait { until } => match arrival_before(&mut self.socket, until).await {
-                    None => {}
-                    Some(Arrival::Pushed(Pushed::Message { seq, text })) => {
-                        match self.session.message(seq, &text, now_s()) {
-                            StreamStep::Write(chunk) => return Some(chunk),
-                            _ => return None,
+                StreamStep::Wait { until } => {
+                    let Some(first) = arrival_before(&mut self.socket, until).await else {
+                        continue;
+                    };
+                    // Every message already there goes out in this one chunk.
+                    let mut messages = Vec::new();
+                    let mut arrival = Some(first);
+                    while let Some(next) = arrival {
+                        match next {
+                            Arrival::Pushed(Pushed::Message { seq, text }) => {
+                                messages.push((seq, text));
+                                arrival = self.socket.ready();
+                            }
+                            Arrival::Pushed(Pushed::End(_)) | Arrival::Closed => {
+                                // What came before the end is not written: the
+                                // object releases it with the socket.
+                                self.session.end();
+                                return None;
+                            }
                         }
                     }
-                    Some(Arrival::Pushed(Pushed::End(_)) | Arrival::Closed) => {
-                        self.session.end();
-                        return None;
-                    }
-                },
+                    return match self.session.messages(&messages, now_s()) {
+                        StreamStep::Write(chunk) => Some(chunk),
+                        _ => None,
+                    };
+                }
             }
         }
     }
