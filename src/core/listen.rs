@@ -88,8 +88,8 @@ pub struct Opened {
 impl<S: MailboxStore> Mailbox<S> {
     /// A new listen stream or long poll by `caller`. With `last_event_id` (a
     /// stream that reconnects), the messages up to it are confirmed, and the
-    /// delivered ones after it, still in the window starting at `replay_since`,
-    /// are sent again before the queue. Messages after it that another socket
+    /// delivered ones after it, still in the replay window, are sent again
+    /// before the queue. Messages after it that another socket
     /// holds unconfirmed are taken over, in order: that socket is the broken
     /// stream this one replaces.
     pub fn subscribe(
@@ -117,6 +117,24 @@ impl<S: MailboxStore> Mailbox<S> {
                     }
                 }
                 superseded.push(index);
+            }
+            // A stream is sent the oldest message first, so a message up to
+            // `after` that is neither delivered nor held by a socket went to this
+            // client's broken stream, and its confirmation was lost with the
+            // Worker or the object (a restart): the client saw it.
+            let held: Vec<u64> = others
+                .iter()
+                .flat_map(|other| other.pending.iter().copied())
+                .collect();
+            let seen: Vec<u64> = self
+                .store()
+                .deliverable(None, held.len() + STREAM_WINDOW)?
+                .into_iter()
+                .map(|message| message.seq)
+                .filter(|seq| *seq <= after && !held.contains(seq))
+                .collect();
+            for seq in seen {
+                self.store_mut().mark_delivered(seq, now)?;
             }
             *replay_after = Some(after);
         }
@@ -214,11 +232,21 @@ impl<S: MailboxStore> Mailbox<S> {
     }
 }
 
+/// A Worker confirms what the runtime took at most this long after, or sooner
+/// once [`CONFIRM_BATCH`] messages wait: one object event then covers many
+/// messages, long before the object could hibernate (10 s idle) or the stream's
+/// window fills.
+pub const CONFIRM_DELAY_S: f64 = 0.25;
+pub const CONFIRM_BATCH: usize = STREAM_WINDOW / 2;
+
 /// What the Worker does next for one SSE stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamStep {
     /// Write this chunk to the client.
     Write(String),
+    /// Tell the object that the client's connection took every message up to
+    /// this one, then ask again.
+    Confirm(u64),
     /// Write a keep-alive comment and ping the object's socket (answered by the
     /// runtime without waking the object), so neither connection sits silent.
     KeepAlive,
@@ -236,9 +264,15 @@ pub struct StreamSession {
     retry_ms: u64,
     opened: bool,
     ended: bool,
-    /// The last event written, confirmed (with every event before it) when the
-    /// runtime asks for the next chunk.
-    unconfirmed: Option<u64>,
+    /// The last event of the chunk written last, and how many events it held:
+    /// taken once the runtime asks for the next chunk.
+    written: Option<(u64, usize)>,
+    /// The last event the runtime took and the object was not told of yet.
+    taken: Option<u64>,
+    /// How many taken events wait for the confirmation.
+    taken_count: usize,
+    /// The confirmation goes out then at the latest.
+    confirm_due: f64,
     /// The stream ends if no message arrives before this.
     idle_deadline: f64,
     /// A keep-alive is due then.
@@ -253,16 +287,25 @@ impl StreamSession {
             retry_ms,
             opened: false,
             ended: false,
-            unconfirmed: None,
+            written: None,
+            taken: None,
+            taken_count: 0,
+            confirm_due: f64::INFINITY,
             idle_deadline: now + timeout_s,
             keepalive_due: now + keepalive_s,
         }
     }
 
     /// The runtime asks for the next chunk, so it has taken the previous one:
-    /// the event in it, if any, is to be confirmed to the object.
-    pub fn next_pulled(&mut self) -> Option<u64> {
-        self.unconfirmed.take()
+    /// its events are owed a confirmation.
+    pub fn next_pulled(&mut self, now: f64) {
+        if let Some((last, count)) = self.written.take() {
+            if self.taken.is_none() {
+                self.confirm_due = now + CONFIRM_DELAY_S;
+            }
+            self.taken = Some(last);
+            self.taken_count += count;
+        }
     }
 
     /// What to do with nothing received.
@@ -274,6 +317,11 @@ impl StreamSession {
             self.opened = true;
             return StreamStep::Write(sse::preamble(self.retry_ms));
         }
+        if self.taken_count >= CONFIRM_BATCH || now >= self.confirm_due {
+            if let Some(last) = self.take_confirmation() {
+                return StreamStep::Confirm(last);
+            }
+        }
         if now >= self.idle_deadline {
             return self.end();
         }
@@ -282,7 +330,10 @@ impl StreamSession {
             return StreamStep::KeepAlive;
         }
         StreamStep::Wait {
-            until: self.idle_deadline.min(self.keepalive_due),
+            until: self
+                .idle_deadline
+                .min(self.keepalive_due)
+                .min(self.confirm_due),
         }
     }
 
@@ -295,7 +346,7 @@ impl StreamSession {
         if self.ended {
             return StreamStep::End;
         }
-        self.unconfirmed = Some(*last);
+        self.written = Some((*last, messages.len()));
         self.idle_deadline = now + self.timeout_s;
         self.keepalive_due = now + self.keepalive_s;
         StreamStep::Write(
@@ -306,11 +357,20 @@ impl StreamSession {
         )
     }
 
-    /// The object ended the subscription, or its socket closed.
+    /// The object ended the subscription, or its socket closed. Events written
+    /// but not taken are not confirmed: the object releases them.
     pub fn end(&mut self) -> StreamStep {
         self.ended = true;
-        self.unconfirmed = None;
+        self.written = None;
         StreamStep::End
+    }
+
+    /// The confirmation owed for what the runtime took, if any: sent when it
+    /// is due, and before the Worker closes its socket.
+    pub fn take_confirmation(&mut self) -> Option<u64> {
+        self.taken_count = 0;
+        self.confirm_due = f64::INFINITY;
+        self.taken.take()
     }
 }
 
@@ -496,6 +556,23 @@ mod tests {
     }
 
     #[test]
+    fn after_a_restart_last_event_id_confirms_what_the_lost_stream_showed() {
+        let (mut mailbox, id) = mailbox();
+        let seqs: Vec<u64> = (0..3)
+            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
+            .collect();
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 0.0).unwrap();
+        // The object restarts: its sockets and their unconfirmed messages are
+        // gone. The client had read the first two.
+        let mut subs = vec![stream(&mut mailbox, Some(seqs[1]))];
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
+            [(0, seqs[2])]
+        );
+    }
+
+    #[test]
     fn a_reconnect_gets_again_what_the_broken_stream_held_but_the_client_missed() {
         let (mut mailbox, id) = mailbox();
         let a = send(&mut mailbox, &id, 1.0);
@@ -576,7 +653,7 @@ mod tests {
     fn a_stream_session_opens_writes_confirms_keeps_alive_and_ends_idle() {
         let mut session = StreamSession::new(0.0, 10.0, 3.0, 100);
         assert_eq!(session.step(0.0), StreamStep::Write(sse::preamble(100)));
-        assert_eq!(session.next_pulled(), None);
+        session.next_pulled(0.0);
         assert_eq!(session.step(0.0), StreamStep::Wait { until: 3.0 });
         assert_eq!(session.step(3.0), StreamStep::KeepAlive);
         assert_eq!(session.step(3.5), StreamStep::Wait { until: 6.0 });
@@ -584,11 +661,13 @@ mod tests {
             session.messages(&[(7, "{}".into())], 4.0),
             StreamStep::Write(sse::event(7, "{}"))
         );
-        // Confirmed once the runtime pulls again, and only once.
-        assert_eq!(session.next_pulled(), Some(7));
-        assert_eq!(session.next_pulled(), None);
+        // Taken when the runtime pulls again; confirmed a moment later, once.
+        session.next_pulled(4.0);
+        let due = 4.0 + CONFIRM_DELAY_S;
+        assert_eq!(session.step(4.0), StreamStep::Wait { until: due });
+        assert_eq!(session.step(due), StreamStep::Confirm(7));
+        assert_eq!(session.step(due), StreamStep::Wait { until: 7.0 });
         // A message pushes both deadlines out.
-        assert_eq!(session.step(5.0), StreamStep::Wait { until: 7.0 });
         assert_eq!(session.step(7.0), StreamStep::KeepAlive);
         assert_eq!(session.step(12.0), StreamStep::KeepAlive);
         assert_eq!(session.step(13.0), StreamStep::Wait { until: 14.0 });
@@ -597,26 +676,34 @@ mod tests {
     }
 
     #[test]
-    fn messages_that_arrived_together_go_out_in_one_chunk_confirmed_by_the_last() {
+    fn a_batch_of_taken_events_is_confirmed_at_once_by_the_last() {
         let mut session = StreamSession::new(0.0, 10.0, 3.0, 100);
         session.step(0.0);
-        let batch = [(7, "{\"a\":1}".to_owned()), (9, "{\"b\":2}".to_owned())];
-        assert_eq!(
-            session.messages(&batch, 1.0),
-            StreamStep::Write(sse::event(7, "{\"a\":1}") + &sse::event(9, "{\"b\":2}"))
-        );
-        assert_eq!(session.next_pulled(), Some(9));
+        let batch: Vec<(u64, String)> = (1..=CONFIRM_BATCH as u64)
+            .map(|seq| (seq, "{}".to_owned()))
+            .collect();
+        let chunk: String = batch
+            .iter()
+            .map(|(seq, text)| sse::event(*seq, text))
+            .collect();
+        assert_eq!(session.messages(&batch, 1.0), StreamStep::Write(chunk));
+        session.next_pulled(1.0);
+        assert_eq!(session.step(1.0), StreamStep::Confirm(CONFIRM_BATCH as u64));
         // An empty batch writes nothing.
         assert_eq!(session.messages(&[], 1.5), StreamStep::Wait { until: 4.0 });
     }
 
     #[test]
-    fn an_ended_session_confirms_nothing_it_did_not_hand_over() {
+    fn an_ended_session_confirms_only_what_the_runtime_took() {
         let mut session = StreamSession::new(0.0, 10.0, 3.0, 100);
         session.step(0.0);
         session.messages(&[(7, "{}".into())], 1.0);
+        session.next_pulled(1.0);
+        session.messages(&[(8, "{}".into())], 1.1);
         assert_eq!(session.end(), StreamStep::End);
-        assert_eq!(session.next_pulled(), None);
-        assert_eq!(session.messages(&[(8, "{}".into())], 2.0), StreamStep::End);
+        // 7 was taken and is owed; 8 was written but never taken.
+        assert_eq!(session.take_confirmation(), Some(7));
+        assert_eq!(session.take_confirmation(), None);
+        assert_eq!(session.messages(&[(9, "{}".into())], 2.0), StreamStep::End);
     }
 }

@@ -247,17 +247,29 @@ struct Relay {
     session: StreamSession,
 }
 
+impl Drop for Relay {
+    /// The stream is over (ended, or the client went away): what the runtime
+    /// took is confirmed before the socket closes; the rest is released.
+    fn drop(&mut self) {
+        if let Some(seq) = self.session.take_confirmation() {
+            self.socket.send(&confirmation(seq));
+        }
+    }
+}
+
 impl Relay {
     /// The next chunk for the client, or `None` to end the stream cleanly.
     async fn next_chunk(&mut self) -> Option<String> {
-        if let Some(seq) = self.session.next_pulled() {
-            // The runtime took the event: the object may mark it delivered.
-            if !self.socket.send(&confirmation(seq)) {
-                self.session.end();
-            }
-        }
+        // The runtime took the previous chunk: its events are owed a confirmation.
+        self.session.next_pulled(now_s());
         loop {
             match self.session.step(now_s()) {
+                StreamStep::Confirm(seq) => {
+                    if !self.socket.send(&confirmation(seq)) {
+                        self.session.end();
+                        return None;
+                    }
+                }
                 StreamStep::Write(chunk) => return Some(chunk),
                 StreamStep::KeepAlive => {
                     self.socket.send(PING);
