@@ -193,7 +193,7 @@ def print_table(
         else:
             print(
                 f'cost {target} over a listen stream, per message: {cost["object_calls_per_msg"]:.2f} object calls '
-                f'(with one confirmation on the socket) and {cost["rows_written_per_msg"]:.2f} rows written; {sends}',
+                f'(counting at most one confirmation per message on the socket) and {cost["rows_written_per_msg"]:.2f} rows written; {sends}',
             )
 
 

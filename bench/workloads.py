@@ -525,8 +525,8 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
     everything written in between, the sends and the stream's confirmations, and
     nothing else runs meanwhile. Object calls per message: the sends'
     ``x-exchange-object-calls``, plus the messages the Worker sends the object on
-    the stream's socket, one confirmation per event (not visible from outside;
-    one per event by design). A build without the isolate header (before the
+    the stream's socket, counted as one confirmation per event: an upper bound
+    (not visible from outside; confirmations are cumulative and batched). A build without the isolate header (before the
     hibernating listen design) gets "n/a" for both, and only the sends' own
     figures."""
     ledger = Ledger('listen cost probe')
