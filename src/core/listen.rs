@@ -402,6 +402,13 @@ mod tests {
         mailbox.deliver(None, &message, now, WINDOW).unwrap()
     }
 
+    /// `count` messages sent one second apart, from 1 s; their sequence numbers.
+    fn send_many(mailbox: &mut Mailbox<MemoryMailbox>, dest: &EntityId, count: usize) -> Vec<u64> {
+        (0..count)
+            .map(|i| send(mailbox, dest, 1.0 + i as f64))
+            .collect()
+    }
+
     fn stream(mailbox: &mut Mailbox<MemoryMailbox>, last_event_id: Option<u64>) -> Subscriber {
         mailbox
             .subscribe(
@@ -430,9 +437,7 @@ mod tests {
     fn a_stream_gets_a_window_of_messages_and_more_as_it_confirms() {
         let (mut mailbox, id) = mailbox();
         let count = STREAM_WINDOW + 3;
-        let seqs: Vec<u64> = (0..count)
-            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
-            .collect();
+        let seqs = send_many(&mut mailbox, &id, count);
         let mut subs = vec![stream(&mut mailbox, None)];
         let first: Vec<(usize, u64)> = seqs[..STREAM_WINDOW].iter().map(|seq| (0, *seq)).collect();
         assert_eq!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), first);
@@ -484,9 +489,7 @@ mod tests {
     #[test]
     fn last_event_id_replays_confirmed_messages_after_it_then_the_queue() {
         let (mut mailbox, id) = mailbox();
-        let seqs: Vec<u64> = (0..4)
-            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
-            .collect();
+        let seqs = send_many(&mut mailbox, &id, 4);
         let mut subs = vec![stream(&mut mailbox, None)];
         // All four are pushed; the first three written and confirmed; the client
         // read only the first, and the stream broke.
@@ -525,9 +528,7 @@ mod tests {
     #[test]
     fn a_reconnect_takes_over_what_the_broken_stream_held_in_order() {
         let (mut mailbox, id) = mailbox();
-        let seqs: Vec<u64> = (0..3)
-            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
-            .collect();
+        let seqs = send_many(&mut mailbox, &id, 3);
         let mut subs = vec![stream(&mut mailbox, None)];
         mailbox.dispatch(&mut subs, 0.0).unwrap();
         mailbox.confirm(&mut subs[0], seqs[0], 5.0).unwrap();
@@ -558,9 +559,7 @@ mod tests {
     #[test]
     fn after_a_restart_last_event_id_confirms_what_the_lost_stream_showed() {
         let (mut mailbox, id) = mailbox();
-        let seqs: Vec<u64> = (0..3)
-            .map(|i| send(&mut mailbox, &id, 1.0 + i as f64))
-            .collect();
+        let seqs = send_many(&mut mailbox, &id, 3);
         let mut subs = vec![stream(&mut mailbox, None)];
         mailbox.dispatch(&mut subs, 0.0).unwrap();
         // The object restarts: its sockets and their unconfirmed messages are
