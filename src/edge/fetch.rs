@@ -24,7 +24,7 @@ use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::request::{last_event_id, parse_command, Command, Route};
-use crate::rpc::{DirectoryCall, MailboxCall, Reply, Subscribe, Wait};
+use crate::rpc::{DirectoryCall, MailboxCall, Reply};
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -323,31 +323,28 @@ async fn dispatch(
             empty()
         }
         Command::Receive { mailbox, timeout_s } => {
-            let call = Subscribe {
-                caller,
-                wait: Wait::Poll,
-                replay_window_s: config.replay_window_s,
-            };
             let uid = mailbox.uid.to_string();
-            let text =
-                subscription::receive(objects.costs, &objects.mailboxes, &uid, call, timeout_s)
-                    .await?;
+            let text = subscription::receive(
+                objects.costs,
+                &objects.mailboxes,
+                &uid,
+                caller,
+                timeout_s,
+                config,
+            )
+            .await?;
             json_response(json!({ "message": text }))
         }
         Command::Listen { mailbox, timeout_s } => {
-            let call = Subscribe {
-                caller,
-                wait: Wait::Stream { last_event_id },
-                replay_window_s: config.replay_window_s,
-            };
             let uid = mailbox.uid.to_string();
             subscription::listen(
                 objects.costs,
                 &objects.mailboxes,
                 &uid,
-                call,
+                caller,
+                last_event_id,
                 timeout_s,
-                config.sse_keepalive_s,
+                config,
             )
             .await
         }

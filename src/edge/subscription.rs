@@ -21,6 +21,8 @@ use worker::{js_sys, web_sys, Delay, Headers, ObjectNamespace, Response};
 
 use super::{fetch_object, js_internal, now_s, read_outcome, Costs};
 use crate::core::listen::{StreamSession, StreamStep};
+use crate::core::permission::Identity;
+use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::sse;
 use crate::rpc::{confirmation, Outcome, Pushed, Reply, Subscribe, Wait, PING, PONG};
@@ -170,9 +172,15 @@ pub(super) async fn receive(
     costs: &Costs,
     namespace: &ObjectNamespace,
     uid: &str,
-    call: Subscribe,
+    caller: Identity,
     timeout_s: f64,
+    config: &Config,
 ) -> Result<String, ExchangeError> {
+    let call = Subscribe {
+        caller,
+        wait: Wait::Poll,
+        replay_window_s: config.replay_window_s,
+    };
     let deadline = now_s() + timeout_s;
     for _ in 0..POLL_ATTEMPTS {
         let mut socket = match open(costs, namespace, uid, &call).await? {
@@ -210,11 +218,16 @@ pub(super) async fn listen(
     costs: &Costs,
     namespace: &ObjectNamespace,
     uid: &str,
-    call: Subscribe,
+    caller: Identity,
+    last_event_id: Option<u64>,
     timeout_s: f64,
-    keepalive_s: f64,
+    config: &Config,
 ) -> Result<Response, ExchangeError> {
-    debug_assert!(matches!(call.wait, Wait::Stream { .. }));
+    let call = Subscribe {
+        caller,
+        wait: Wait::Stream { last_event_id },
+        replay_window_s: config.replay_window_s,
+    };
     let socket = match open(costs, namespace, uid, &call).await? {
         Opened::Socket(socket) => socket,
         Opened::Answered(outcome) => {
@@ -226,7 +239,7 @@ pub(super) async fn listen(
     };
     let relay = Relay {
         socket,
-        session: StreamSession::new(now_s(), timeout_s, keepalive_s, RETRY_MS),
+        session: StreamSession::new(now_s(), timeout_s, config.sse_keepalive_s, RETRY_MS),
     };
     let chunks = stream::unfold(relay, |mut relay| async move {
         let chunk = relay.next_chunk().await?;
