@@ -15,7 +15,7 @@ use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
 use super::authenticate::authenticate;
 use super::subscription;
-use super::{call_object, internal, js_internal, read_outcome, Costs};
+use super::{call_object, internal, js_internal, read_outcome, unexpected, Costs};
 use crate::auth::AuthSettings;
 use crate::core::directory::entries_for;
 use crate::core::mailbox::{Registration, StatusAnswer, Termination};
@@ -145,10 +145,6 @@ impl Objects<'_> {
         }
         Ok(())
     }
-}
-
-fn unexpected(reply: Reply) -> ExchangeError {
-    ExchangeError::internal(format!("unexpected object reply {reply:?}"))
 }
 
 fn json_response(value: serde_json::Value) -> Result<Response, ExchangeError> {

@@ -23,7 +23,7 @@ use worker::{
 
 use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteMailbox;
-use super::{now_s, outcome_response, read_call};
+use super::{js_internal, now_s, outcome_response, read_call};
 use crate::core::listen::{Push, Subscriber, SubscriberKind};
 use crate::core::mailbox::Mailbox as MailboxRules;
 use crate::protocol::error::ExchangeError;
@@ -62,16 +62,46 @@ pub struct Mailbox {
     /// Drawn when this instance is constructed (not a global: globals survive an
     /// eviction), so a caller can tell that the object slept and was rebuilt.
     boot_id: String,
-    /// Each open socket's tag and subscriber state, as in its attachment; `None`
-    /// until first needed after construction.
-    sockets: RefCell<Option<Vec<Socket>>>,
+    /// The open sockets and their subscriber states, as in their attachments;
+    /// `None` until first needed after construction.
+    sockets: RefCell<Option<Sockets>>,
 }
 
-struct Socket {
+/// Open sockets and their states, index for index: the rules work on
+/// `subscribers` in place.
+#[derive(Default)]
+struct Sockets {
+    handles: Vec<Handle>,
+    subscribers: Vec<Subscriber>,
+}
+
+struct Handle {
     /// The tag the socket was accepted with: how an event finds its state.
     tag: String,
     ws: WebSocket,
-    subscriber: Subscriber,
+}
+
+impl Sockets {
+    fn index_of(&self, tag: &str) -> Option<usize> {
+        self.handles.iter().position(|handle| handle.tag == tag)
+    }
+
+    fn remove(&mut self, index: usize) -> Handle {
+        self.subscribers.remove(index);
+        self.handles.remove(index)
+    }
+
+    /// Keeps socket `index`'s attachment in step with its state, so it is right
+    /// after hibernation. Stored as one JSON string: one value for the runtime to
+    /// clone, where a structured object costs a runtime call per field.
+    fn save(&self, index: usize) -> Result<(), ExchangeError> {
+        let json = serde_json::to_string(&self.subscribers[index])
+            .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))?;
+        self.handles[index]
+            .ws
+            .serialize_attachment(json)
+            .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))
+    }
 }
 
 impl worker::DurableObject for Mailbox {
@@ -176,10 +206,6 @@ fn random_id() -> String {
     format!("{:08x}{:08x}", draw(), draw())
 }
 
-fn js_internal(context: &str) -> impl Fn(JsValue) -> ExchangeError + '_ {
-    move |error| ExchangeError::internal(format!("{context}: {error:?}"))
-}
-
 impl Mailbox {
     fn rules(&self) -> MailboxRules<SqliteMailbox> {
         MailboxRules::new(self.store.clone())
@@ -258,8 +284,9 @@ impl Mailbox {
         let (kind, last_event_id) = match call.wait {
             Wait::Poll => {
                 let leased: Vec<u64> = sockets
+                    .subscribers
                     .iter()
-                    .flat_map(|socket| socket.subscriber.pending.iter().copied())
+                    .flat_map(|subscriber| subscriber.pending.iter().copied())
                     .collect();
                 if let Some(message) = rules.receive(&call.caller, &leased)? {
                     return Ok(Subscribed::Answered(Reply::Message(message.text)));
@@ -270,21 +297,24 @@ impl Mailbox {
                 (SubscriberKind::Stream { replay_after: None }, last_event_id)
             }
         };
-        let mut others: Vec<Subscriber> = sockets
-            .iter()
-            .map(|socket| socket.subscriber.clone())
-            .collect();
-        let opened = rules.subscribe(
+        let opened = match rules.subscribe(
             &call.caller,
             kind,
             last_event_id,
             call.replay_window_s,
-            &mut others,
+            &mut sockets.subscribers,
             now,
-        )?;
+        ) {
+            Ok(opened) => opened,
+            Err(error) => {
+                drop(sockets);
+                self.forget_sockets();
+                return Err(error);
+            }
+        };
         for index in opened.superseded.iter().rev() {
-            let socket = sockets.remove(*index);
-            let _ = socket.ws.close(Some(SUPERSEDED), Some("superseded"));
+            let handle = sockets.remove(*index);
+            let _ = handle.ws.close(Some(SUPERSEDED), Some("superseded"));
         }
         let pair = WebSocketPair::new().map_err(|e| ExchangeError::internal(e.to_string()))?;
         let tag = random_id();
@@ -292,13 +322,12 @@ impl Mailbox {
             .as_raw()
             .accept_websocket_with_tags(pair.server.as_ref(), vec![JsValue::from_str(&tag)])
             .map_err(js_internal("accept socket"))?;
-        let socket = Socket {
+        sockets.handles.push(Handle {
             tag,
             ws: pair.server,
-            subscriber: opened.subscriber,
-        };
-        save_attachment(&socket)?;
-        sockets.push(socket);
+        });
+        sockets.subscribers.push(opened.subscriber);
+        sockets.save(sockets.handles.len() - 1)?;
         drop(sockets);
         self.dispatch(now);
         Ok(Subscribed::Socket(pair.client))
@@ -310,11 +339,18 @@ impl Mailbox {
         let tag = self.tag_of(ws)?;
         {
             let mut sockets = self.sockets()?;
-            let Some(socket) = sockets.iter_mut().find(|socket| socket.tag == tag) else {
+            let Some(index) = sockets.index_of(&tag) else {
                 return Ok(());
             };
-            self.rules().confirm(&mut socket.subscriber, seq, now)?;
-            save_attachment(socket)?;
+            let confirmed = self
+                .rules()
+                .confirm(&mut sockets.subscribers[index], seq, now);
+            if let Err(error) = confirmed {
+                drop(sockets);
+                self.forget_sockets();
+                return Err(error);
+            }
+            sockets.save(index)?;
         }
         self.dispatch(now);
         Ok(())
@@ -328,7 +364,11 @@ impl Mailbox {
         let _ = ws.close(Some(1000), Some("closed"));
         let Ok(tag) = self.tag_of(ws) else { return };
         match self.sockets() {
-            Ok(mut sockets) => sockets.retain(|socket| socket.tag != tag),
+            Ok(mut sockets) => {
+                if let Some(index) = sockets.index_of(&tag) {
+                    sockets.remove(index);
+                }
+            }
             Err(error) => worker::console_error!("socket closed: {error:?}"),
         }
         self.dispatch(now_s());
@@ -344,24 +384,20 @@ impl Mailbox {
                 return;
             }
         };
-        if sockets.is_empty() {
+        if sockets.handles.is_empty() {
             return;
         }
-        let mut subscribers: Vec<Subscriber> = sockets
-            .iter()
-            .map(|socket| socket.subscriber.clone())
-            .collect();
-        let pushes = match self.rules().dispatch(&mut subscribers, now) {
+        let pushes = match self.rules().dispatch(&mut sockets.subscribers, now) {
             Ok(pushes) => pushes,
             Err(error) => {
                 worker::console_error!("dispatch: {error:?}");
+                drop(sockets);
+                self.forget_sockets();
                 return;
             }
         };
         let mut ended = Vec::new();
         for (index, push) in pushes {
-            let socket = &mut sockets[index];
-            socket.subscriber = subscribers[index].clone();
             let frame = match push {
                 Push::Message(message) => Pushed::Message {
                     seq: message.seq,
@@ -372,26 +408,26 @@ impl Mailbox {
                     Pushed::End(error)
                 }
             };
-            if let Err(error) = save_attachment(socket) {
+            if let Err(error) = sockets.save(index) {
                 worker::console_error!("{error:?}");
             }
-            if let Err(error) = socket.ws.send_with_str(frame.encode()) {
+            if let Err(error) = sockets.handles[index].ws.send_with_str(frame.encode()) {
                 // The socket is going away; its close event releases the message.
                 worker::console_error!("push: {error:?}");
             }
         }
         for index in ended.into_iter().rev() {
-            let socket = sockets.remove(index);
-            let _ = socket.ws.close(Some(1000), Some("ended"));
+            let handle = sockets.remove(index);
+            let _ = handle.ws.close(Some(1000), Some("ended"));
         }
     }
 
     /// The sockets' states, loaded from their attachments on first use after
     /// construction.
-    fn sockets(&self) -> Result<RefMut<'_, Vec<Socket>>, ExchangeError> {
+    fn sockets(&self) -> Result<RefMut<'_, Sockets>, ExchangeError> {
         let mut guard = self.sockets.borrow_mut();
         if guard.is_none() {
-            let mut loaded = Vec::new();
+            let mut loaded = Sockets::default();
             let open = self
                 .state
                 .as_raw()
@@ -401,19 +437,25 @@ impl Mailbox {
                 let ws = WebSocket::from(raw);
                 let tag = self.tag_of(&ws)?;
                 match load_attachment(&ws) {
-                    Ok(subscriber) => loaded.push(Socket {
-                        tag,
-                        ws,
-                        subscriber,
-                    }),
+                    Ok(subscriber) => {
+                        loaded.handles.push(Handle { tag, ws });
+                        loaded.subscribers.push(subscriber);
+                    }
                     Err(error) => worker::console_error!("{error:?}"),
                 }
             }
             *guard = Some(loaded);
         }
         Ok(RefMut::map(guard, |sockets| {
-            sockets.get_or_insert_with(Vec::new)
+            sockets.get_or_insert_with(Sockets::default)
         }))
+    }
+
+    /// Drops the in-memory states after the rules failed halfway through
+    /// changing them: the next use reloads them from the attachments, which
+    /// hold the last states that were acted on.
+    fn forget_sockets(&self) {
+        *self.sockets.borrow_mut() = None;
     }
 
     fn tag_of(&self, ws: &WebSocket) -> Result<String, ExchangeError> {
@@ -427,18 +469,7 @@ impl Mailbox {
     }
 }
 
-/// Keeps the socket's attachment in step with its in-memory state, so it is
-/// right after hibernation. Stored as one JSON string: one value for the runtime
-/// to clone, where a structured object costs a runtime call per field.
-fn save_attachment(socket: &Socket) -> Result<(), ExchangeError> {
-    let json = serde_json::to_string(&socket.subscriber)
-        .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))?;
-    socket
-        .ws
-        .serialize_attachment(json)
-        .map_err(|e| ExchangeError::internal(format!("attachment: {e}")))
-}
-
+/// A socket's state as [`Sockets::save`] stored it.
 fn load_attachment(ws: &WebSocket) -> Result<Subscriber, ExchangeError> {
     let json = ws
         .deserialize_attachment::<String>()

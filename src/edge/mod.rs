@@ -16,7 +16,7 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::{js_sys, web_sys, Date, ObjectNamespace, Response};
 
 use crate::protocol::error::ExchangeError;
-use crate::rpc::Outcome;
+use crate::rpc::{Outcome, Reply};
 
 /// Seconds since the epoch: the `now` every core operation takes.
 fn now_s() -> f64 {
@@ -69,6 +69,11 @@ impl Costs {
             *self.object_instance.borrow_mut() = instance;
         }
     }
+}
+
+/// An object answered with a reply of the wrong kind for the call: a fault.
+fn unexpected(reply: Reply) -> ExchangeError {
+    ExchangeError::internal(format!("unexpected object reply {reply:?}"))
 }
 
 /// Any failure of a JavaScript call on the way to or from an object.

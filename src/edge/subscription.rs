@@ -19,7 +19,7 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::ext::{ResponseExt, WebSocketExt};
 use worker::{js_sys, web_sys, Delay, Headers, ObjectNamespace, Response};
 
-use super::{fetch_object, js_internal, now_s, read_outcome, Costs};
+use super::{fetch_object, js_internal, now_s, read_outcome, unexpected, Costs};
 use crate::core::listen::{StreamSession, StreamStep};
 use crate::core::permission::Identity;
 use crate::protocol::config::Config;
@@ -187,9 +187,7 @@ pub(super) async fn receive(
             Opened::Answered(outcome) => {
                 return match outcome? {
                     Reply::Message(text) => Ok(text),
-                    other => Err(ExchangeError::internal(format!(
-                        "unexpected object reply {other:?}"
-                    ))),
+                    other => Err(unexpected(other)),
                 }
             }
             Opened::Socket(socket) => socket,
@@ -233,7 +231,7 @@ pub(super) async fn listen(
         Opened::Answered(outcome) => {
             return Err(match outcome {
                 Err(error) => error,
-                Ok(reply) => ExchangeError::internal(format!("unexpected object reply {reply:?}")),
+                Ok(reply) => unexpected(reply),
             })
         }
     };
