@@ -221,21 +221,21 @@ async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeErr
         .flatten()
         .and_then(|length| length.parse::<u64>().ok());
     let mut body = BodyBuffer::new(declared, limit)?;
-    let Some(stream) = request.inner().body() else {
-        return Ok(body.into_bytes());
-    };
     let unreadable = |error: JsValue| ExchangeError::InvalidBody {
         reason: format!("the body could not be read ({error:?})"),
     };
     if declared.is_some() {
-        // A declared length within the limit (checked above) is read in one call:
-        // the runtime ends such a body at its declared length, so it cannot bring
-        // more than the limit, and one read costs less than a chunk loop.
+        // A declared length within the limit (checked above) is read in one call,
+        // without making a stream object: the runtime ends such a body at its
+        // declared length, so it cannot bring more than the limit.
         let whole = JsFuture::from(request.inner().array_buffer().map_err(unreadable)?)
             .await
             .map_err(unreadable)?;
         return Ok(Uint8Array::new(&whole).to_vec());
     }
+    let Some(stream) = request.inner().body() else {
+        return Ok(body.into_bytes());
+    };
     let reader = ReadableStreamDefaultReader::new(&stream).map_err(unreadable)?;
     loop {
         let next: ReadableStreamReadResult = JsFuture::from(reader.read())
