@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::core::mailbox::{MailboxStatus, Registration, Termination};
+use crate::core::mailbox::MailboxStatus;
 use crate::core::permission::Identity;
 use crate::core::stats::Stats;
 use crate::protocol::error::ExchangeError;
@@ -62,6 +62,22 @@ pub enum MailboxCall {
         caller: Identity,
         group_id: String,
     },
+}
+
+impl MailboxCall {
+    /// Whether the call may leave work owed to other objects (terminate
+    /// replies, discovery entries), which the object then carries out before
+    /// answering. A repeated create or terminate carries out what an earlier
+    /// one left owed.
+    pub fn may_owe_follow_ups(&self) -> bool {
+        matches!(
+            self,
+            MailboxCall::Create { .. }
+                | MailboxCall::Terminate { .. }
+                | MailboxCall::Share { .. }
+                | MailboxCall::Unshare { .. }
+        )
+    }
 }
 
 /// A listen stream or long poll asking a mailbox object for messages. Sent as a
@@ -166,9 +182,7 @@ pub enum DirectoryCall {
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Done,
-    Registered(Option<Registration>),
     Status(MailboxStatus),
-    Terminated(Termination),
     Message(String),
     HeartbeatAge(Option<f64>),
     Stats(Stats),

@@ -1,10 +1,10 @@
 //! The public HTTP front. It parses and validates each request, then calls the
 //! object of the mailbox (or class directory) it names, and turns the outcome into
 //! the HTTP answer — every error through [`error_response`], the one mapping.
-//! Work that spans objects (a send's bookkeeping at the sender, terminate replies,
-//! discovery registration) is sequenced here, before the client gets its answer.
+//! A send's bookkeeping at the sender is sequenced here, before the client gets
+//! its answer; the work a mailbox owes other objects (terminate replies,
+//! discovery entries) its own object does (`follow_up`), also before answering.
 
-use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 use worker::js_sys::Uint8Array;
@@ -15,10 +15,9 @@ use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
 use super::authenticate::authenticate;
 use super::subscription;
-use super::{call_object, internal, js_internal, read_outcome, unexpected, Costs};
+use super::{call_object, config, internal, js_internal, read_outcome, setting, unexpected, Costs};
 use crate::auth::AuthSettings;
-use crate::core::directory::entries_for;
-use crate::core::mailbox::{Registration, StatusAnswer, Termination};
+use crate::core::mailbox::StatusAnswer;
 use crate::core::permission::Identity;
 use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
@@ -90,60 +89,12 @@ impl Objects<'_> {
         read_outcome(call_object(self.costs, &self.directories, class, call).await?).await
     }
 
-    /// Lists an agent under every class of its MRO, all before answering.
-    async fn register(&self, registration: &Registration) -> Result<(), ExchangeError> {
-        let calls = entries_for(registration)
-            .into_iter()
-            .map(|(class, entry)| async move {
-                self.directory(&class, &DirectoryCall::Register { entry })
-                    .await
-            });
-        join_all(calls)
-            .await
-            .into_iter()
-            .try_for_each(|reply| reply.map(drop))
-    }
-
-    /// After a share or unshare: an agent's directory entries learn its new
-    /// groups before the client is answered, so discovery reflects it at once.
-    async fn share_changed(&self, reply: Reply) -> Result<Response, ExchangeError> {
-        match reply {
-            Reply::Registered(Some(registration)) => self.register(&registration).await?,
-            Reply::Registered(None) => {}
-            other => return Err(unexpected(other)),
+    /// A call whose only answer is success.
+    async fn mailbox_done(&self, uid: Uuid, call: &MailboxCall) -> Result<Response, ExchangeError> {
+        match self.mailbox(uid, call).await? {
+            Reply::Done => empty(),
+            other => Err(unexpected(other)),
         }
-        empty()
-    }
-
-    /// Delivers the terminate replies and removes the agent from discovery.
-    async fn finish_termination(&self, termination: Termination) -> Result<(), ExchangeError> {
-        for (requester, reply) in termination.replies {
-            let call = MailboxCall::Deliver {
-                caller: None,
-                message: reply,
-                from_here: false,
-                replay_window_s: self.config.replay_window_s,
-            };
-            match self.mailbox(requester.uid, &call).await {
-                // A requester that is gone needs no reply (as upstream).
-                Ok(_) | Err(ExchangeError::Terminated | ExchangeError::UnknownMailbox) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        if let Some(registration) = termination.unregister {
-            let uid = registration.id.uid;
-            let calls = entries_for(&registration)
-                .into_iter()
-                .map(|(class, _)| async move {
-                    self.directory(&class, &DirectoryCall::Unregister { uid })
-                        .await
-                });
-            join_all(calls)
-                .await
-                .into_iter()
-                .try_for_each(|reply| reply.map(drop))?;
-        }
-        Ok(())
     }
 }
 
@@ -160,17 +111,9 @@ async fn handle(
     env: &Env,
     costs: &Costs,
 ) -> Result<Response, ExchangeError> {
-    // Settings come from [vars] and, for credentials, secrets; both are strings.
-    let setting = |name: &str| {
-        env.secret(name)
-            .or_else(|_| env.var(name))
-            .ok()
-            .map(|value| value.to_string())
-    };
-    let config =
-        Config::from_vars(setting).map_err(|reason| ExchangeError::Configuration { reason })?;
+    let config = config(env)?;
     costs.reported.set(config.cost_headers);
-    let auth = AuthSettings::from_vars(setting)
+    let auth = AuthSettings::from_vars(|name| setting(env, name))
         .map_err(|reason| ExchangeError::Configuration { reason })?;
     let method = request.method().to_string();
     let url = request.url().map_err(internal("url"))?;
@@ -276,23 +219,13 @@ async fn dispatch(
                 mailbox: mailbox.clone(),
                 agent,
             };
-            match objects.mailbox(mailbox.uid, &call).await? {
-                Reply::Registered(Some(registration)) => objects.register(&registration).await?,
-                Reply::Registered(None) => {}
-                other => return Err(unexpected(other)),
-            }
-            empty()
+            objects.mailbox_done(mailbox.uid, &call).await
         }
-        Command::Terminate { mailbox } => match objects
-            .mailbox(mailbox.uid, &MailboxCall::Terminate { caller })
-            .await?
-        {
-            Reply::Terminated(termination) => {
-                objects.finish_termination(termination).await?;
-                empty()
-            }
-            other => Err(unexpected(other)),
-        },
+        Command::Terminate { mailbox } => {
+            objects
+                .mailbox_done(mailbox.uid, &MailboxCall::Terminate { caller })
+                .await
+        }
         Command::Status { mailbox } => match objects
             .mailbox(mailbox.uid, &MailboxCall::Status { caller })
             .await?
@@ -367,9 +300,7 @@ async fn dispatch(
         }
         Command::Share { mailbox, group_id } => {
             let call = MailboxCall::Share { caller, group_id };
-            objects
-                .share_changed(objects.mailbox(mailbox.uid, &call).await?)
-                .await
+            objects.mailbox_done(mailbox.uid, &call).await
         }
         Command::ListShares { mailbox } => match objects
             .mailbox(mailbox.uid, &MailboxCall::ListShares { caller })
@@ -380,15 +311,12 @@ async fn dispatch(
         },
         Command::Unshare { mailbox, group_id } => {
             let call = MailboxCall::Unshare { caller, group_id };
-            objects
-                .share_changed(objects.mailbox(mailbox.uid, &call).await?)
-                .await
+            objects.mailbox_done(mailbox.uid, &call).await
         }
         Command::Heartbeat { mailbox } => {
             objects
-                .mailbox(mailbox.uid, &MailboxCall::Heartbeat { caller })
-                .await?;
-            empty()
+                .mailbox_done(mailbox.uid, &MailboxCall::Heartbeat { caller })
+                .await
         }
         Command::HeartbeatAge { mailbox } => {
             match objects

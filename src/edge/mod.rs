@@ -1,10 +1,12 @@
 //! The wasm shell: everything that touches `worker` types, the clock or the network.
 //! `fetch` is the public HTTP front; `mailbox_object` and `directory_object` are the
-//! Durable Objects; `sqlite` implements the core's store traits over their SQLite.
+//! Durable Objects; `sqlite` implements the core's store traits over their SQLite;
+//! `follow_up` carries out the work a mailbox owes other objects.
 
 mod authenticate;
 mod directory_object;
 mod fetch;
+mod follow_up;
 mod mailbox_object;
 mod sqlite;
 mod subscription;
@@ -13,14 +15,30 @@ use std::cell::{Cell, RefCell};
 
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{js_sys, web_sys, Date, ObjectNamespace, Response};
+use worker::{js_sys, web_sys, Date, Env, ObjectNamespace, Response};
 
+use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::rpc::{Outcome, Reply};
 
 /// Seconds since the epoch: the `now` every core operation takes.
 fn now_s() -> f64 {
     Date::now().as_millis() as f64 / 1000.0
+}
+
+/// The exchange's settings from the Worker's `[vars]` and, for credentials,
+/// secrets (both are strings).
+fn config(env: &Env) -> Result<Config, ExchangeError> {
+    Config::from_vars(|name| setting(env, name))
+        .map_err(|reason| ExchangeError::Configuration { reason })
+}
+
+/// One setting: a secret of that name, else a var.
+fn setting(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .or_else(|_| env.var(name))
+        .ok()
+        .map(|value| value.to_string())
 }
 
 /// Any runtime failure is an internal fault (never the client's).

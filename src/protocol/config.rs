@@ -9,9 +9,9 @@ pub struct Config {
     pub listen_timeout_s: f64,
     /// Largest accepted message text, in bytes.
     pub message_size_limit: u64,
-    /// Queued messages unread this long are dropped (stored now; enforced later).
+    /// A queue nobody reads this long is dropped (`core::expiry`).
     pub message_expiry_s: u64,
-    /// Gravestones are kept this long (stored now; enforced later).
+    /// A mailbox nobody uses this long is removed (`core::expiry`).
     pub gravestone_expiry_s: u64,
     /// Longest gap between bytes on an idle listen stream. Edges cut idle
     /// connections after ~100 s; 15 s keeps every proxy we know of happy.
