@@ -1,11 +1,13 @@
 //! The wasm shell: everything that touches `worker` types, the clock or the network.
 //! `fetch` is the public HTTP front; `mailbox_object` and `directory_object` are the
-//! Durable Objects; `sqlite` implements the core's store traits over their SQLite.
+//! Durable Objects; `sqlite` implements the core's store traits over their SQLite;
+//! `placement` decides where the objects the Worker reaches live.
 
 mod authenticate;
 mod directory_object;
 mod fetch;
 mod mailbox_object;
+mod placement;
 mod sqlite;
 mod subscription;
 
@@ -13,10 +15,11 @@ use std::cell::{Cell, RefCell};
 
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{js_sys, web_sys, Date, ObjectNamespace, Response};
+use worker::{js_sys, web_sys, Date, Response};
 
 use crate::protocol::error::ExchangeError;
 use crate::rpc::{Outcome, Reply};
+use placement::PlacedNamespace;
 
 /// Seconds since the epoch: the `now` every core operation takes.
 fn now_s() -> f64 {
@@ -89,7 +92,7 @@ fn js_internal(context: &str) -> impl Fn(JsValue) -> ExchangeError + '_ {
 /// of each object call.
 async fn call_object(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     name: &str,
     call: &impl serde::Serialize,
 ) -> Result<web_sys::Response, ExchangeError> {
@@ -105,14 +108,11 @@ async fn call_object(
 /// Sends `request` to the object `name` of `namespace`; returns its raw response.
 async fn fetch_object(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     name: &str,
     request: &web_sys::Request,
 ) -> Result<web_sys::Response, ExchangeError> {
-    let stub: worker::worker_sys::DurableObject = namespace
-        .get_by_name(name)
-        .map_err(internal("object stub"))?
-        .into_rpc();
+    let stub: worker::worker_sys::DurableObject = namespace.stub(name)?.into_rpc();
     let promise = stub
         .fetch_with_request(request)
         .map_err(js_internal("object call"))?;
