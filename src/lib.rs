@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! protocol/   the wire contract: entity ids, message headers, routes and fields,
-//!             errors → HTTP status and text (one place), config, SSE framing
+//!             errors → HTTP status and text (one place), config (and data
+//!             location), SSE framing, the one log line per request
 //! store/      synchronous storage traits the core runs on (+ in-memory, for tests)
 //! core/       the rules: mailbox state machine (with the follow-ups a change
 //!             owes other objects), listen sessions (which message a waiting

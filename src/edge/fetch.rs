@@ -11,11 +11,14 @@ use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult};
-use worker::{event, Context, Env, ObjectNamespace, Request, Response};
+use worker::{event, Context, Date, Env, Request, Response};
 
 use super::authenticate::authenticate;
 use super::subscription;
-use super::{call_object, config, internal, js_internal, read_outcome, setting, unexpected, Costs};
+use super::{
+    call_object, config, internal, js_internal, read_outcome, setting, unexpected, Costs,
+    PlacedNamespace,
+};
 use crate::auth::AuthSettings;
 use crate::core::mailbox::StatusAnswer;
 use crate::core::permission::Identity;
@@ -23,12 +26,19 @@ use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::request::{last_event_id, parse_command, Command, Route};
+use crate::protocol::request_log::{self, RequestLog};
 use crate::rpc::{DirectoryCall, MailboxCall, Reply};
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    // The runtime's clock only moves across I/O: the duration is the time spent
+    // waiting on objects, identity providers and the client's body, not CPU time.
+    let started_ms = Date::now().as_millis();
     let costs = Costs::default();
-    let mut response = match handle(&mut request, &env, &costs).await {
+    let mut log = RequestLog::new(request.method().as_ref());
+    let outcome = handle(&mut request, &env, &costs, &mut log).await;
+    write_log(&log, &outcome, started_ms, &costs);
+    let mut response = match outcome {
         Ok(response) => response,
         Err(error) => error_response(&error)?,
     };
@@ -51,19 +61,34 @@ async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<
     Ok(response)
 }
 
-/// The one place an [`ExchangeError`] becomes HTTP. Server faults are logged with
-/// their cause; clients see only the public text.
-fn error_response(error: &ExchangeError) -> worker::Result<Response> {
-    match error {
-        ExchangeError::Internal { cause } => worker::console_error!("internal error: {cause}"),
-        ExchangeError::AuthUnavailable { reason } => {
-            worker::console_error!("authentication: {reason}")
-        }
-        ExchangeError::Configuration { reason } => {
-            worker::console_error!("configuration: {reason}")
-        }
-        _ => {}
+/// Writes the request's one log line. A listen stream is logged when its response
+/// starts: its status and costs are those of opening it.
+fn write_log(
+    log: &RequestLog,
+    outcome: &Result<Response, ExchangeError>,
+    started_ms: u64,
+    costs: &Costs,
+) {
+    let record = log.record(request_log::Outcome {
+        status: match outcome {
+            Ok(response) => response.status_code(),
+            Err(error) => error.status(),
+        },
+        error: outcome.as_ref().err(),
+        duration_ms: Date::now().as_millis().saturating_sub(started_ms),
+        object_calls: costs.object_calls.get(),
+        rows_written: costs.rows_written.get(),
+    });
+    if record.is_fault() {
+        worker::console_error!("{}", record.to_line());
+    } else {
+        worker::console_log!("{}", record.to_line());
     }
+}
+
+/// The one place an [`ExchangeError`] becomes HTTP. Clients see only the public
+/// text; the request's log line carries a server fault's cause.
+fn error_response(error: &ExchangeError) -> worker::Result<Response> {
     let mut response = Response::error(error.text(), error.status())?;
     if let Some(seconds) = error.retry_after_s() {
         response
@@ -74,8 +99,8 @@ fn error_response(error: &ExchangeError) -> worker::Result<Response> {
 }
 
 struct Objects<'a> {
-    mailboxes: ObjectNamespace,
-    directories: ObjectNamespace,
+    mailboxes: PlacedNamespace,
+    directories: PlacedNamespace,
     costs: &'a Costs,
     config: &'a Config,
 }
@@ -110,6 +135,7 @@ async fn handle(
     request: &mut Request,
     env: &Env,
     costs: &Costs,
+    log: &mut RequestLog,
 ) -> Result<Response, ExchangeError> {
     let config = config(env)?;
     costs.reported.set(config.cost_headers);
@@ -118,6 +144,7 @@ async fn handle(
     let method = request.method().to_string();
     let url = request.url().map_err(internal("url"))?;
     let route = Route::resolve(&method, url.path())?;
+    log.route = Some(route);
     // Who is calling comes only from the authenticator, never from client headers.
     let caller = authenticate(request, &auth).await?;
 
@@ -130,6 +157,7 @@ async fn handle(
         Vec::new()
     };
     let command = parse_command(route, &query, &body, &config)?;
+    log.mailbox = command.mailbox_uid();
     let last_event_id = last_event_id(
         request
             .headers()
@@ -140,12 +168,8 @@ async fn handle(
     );
 
     let objects = Objects {
-        mailboxes: env
-            .durable_object("MAILBOX")
-            .map_err(internal("MAILBOX binding"))?,
-        directories: env
-            .durable_object("DIRECTORY")
-            .map_err(internal("DIRECTORY binding"))?,
+        mailboxes: PlacedNamespace::open(env, "MAILBOX", config.data_location)?,
+        directories: PlacedNamespace::open(env, "DIRECTORY", config.data_location)?,
         costs,
         config: &config,
     };

@@ -5,9 +5,9 @@
 //! safe to repeat (a reply may then arrive twice, never not at all).
 
 use futures::future::join_all;
-use worker::{Env, ObjectNamespace};
+use worker::Env;
 
-use super::{call_object, internal, read_outcome, Costs};
+use super::{call_object, read_outcome, Costs, PlacedNamespace};
 use crate::core::directory::entries_for;
 use crate::core::mailbox::DirectorySync;
 use crate::protocol::config::Config;
@@ -16,26 +16,22 @@ use crate::protocol::error::ExchangeError;
 use crate::rpc::{DirectoryCall, MailboxCall};
 use crate::store::FollowUp;
 
-/// The objects follow-ups reach.
-pub(super) struct Reach {
-    mailboxes: ObjectNamespace,
-    directories: ObjectNamespace,
+/// The objects follow-ups reach, placed as the Worker places them.
+pub(super) struct Reach<'a> {
+    mailboxes: PlacedNamespace,
+    directories: PlacedNamespace,
     replay_window_s: f64,
-    /// Calls made from an object are not reported to any client.
-    costs: Costs,
+    /// Where the calls made are counted.
+    costs: &'a Costs,
 }
 
-impl Reach {
-    pub(super) fn new(env: &Env, config: &Config) -> Result<Self, ExchangeError> {
+impl<'a> Reach<'a> {
+    pub(super) fn new(env: &Env, config: &Config, costs: &'a Costs) -> Result<Self, ExchangeError> {
         Ok(Self {
-            mailboxes: env
-                .durable_object("MAILBOX")
-                .map_err(internal("MAILBOX binding"))?,
-            directories: env
-                .durable_object("DIRECTORY")
-                .map_err(internal("DIRECTORY binding"))?,
+            mailboxes: PlacedNamespace::open(env, "MAILBOX", config.data_location)?,
+            directories: PlacedNamespace::open(env, "DIRECTORY", config.data_location)?,
             replay_window_s: config.replay_window_s,
-            costs: Costs::default(),
+            costs,
         })
     }
 
@@ -87,7 +83,7 @@ impl Reach {
         };
         let name = to.uid.to_string();
         let outcome =
-            read_outcome(call_object(&self.costs, &self.mailboxes, &name, &call).await?).await;
+            read_outcome(call_object(self.costs, &self.mailboxes, &name, &call).await?).await;
         match outcome {
             Ok(_) | Err(ExchangeError::Terminated | ExchangeError::UnknownMailbox) => Ok(()),
             Err(error) => Err(error),
@@ -111,7 +107,7 @@ impl Reach {
             }
         };
         let calls = calls.iter().map(|(class, call)| async move {
-            let response = call_object(&self.costs, &self.directories, class, call).await?;
+            let response = call_object(self.costs, &self.directories, class, call).await?;
             read_outcome(response).await.map(drop)
         });
         join_all(calls).await.into_iter().collect()

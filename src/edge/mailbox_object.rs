@@ -34,7 +34,7 @@ use worker::{
 use super::follow_up::Reach;
 use super::sqlite::rows_written_so_far;
 use super::sqlite::{MailboxCache, SqliteMailbox};
-use super::{config, js_internal, now_s, outcome_response, read_call};
+use super::{config, js_internal, now_s, outcome_response, read_call, Costs, OBJECT_CALLS_HEADER};
 use crate::core::expiry::{Expiry, FOLLOW_UP_RETRY_S};
 use crate::core::listen::{Push, Subscriber, SubscriberKind};
 use crate::core::mailbox::{AlarmWork, Mailbox as MailboxRules};
@@ -174,6 +174,8 @@ impl worker::DurableObject for Mailbox {
             .ok()
             .flatten()
             .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+        // The calls this object makes for the caller (its follow-ups).
+        let costs = Costs::default();
         let outcome = if is_upgrade {
             match subscribe_call(&request).and_then(|call| self.subscribe(call)) {
                 Ok(Subscribed::Socket(client)) => {
@@ -190,7 +192,7 @@ impl worker::DurableObject for Mailbox {
                     let outcome = self.apply(call);
                     self.arm().await;
                     match outcome {
-                        Ok(reply) if owes => self.follow_up().await.map(|()| reply),
+                        Ok(reply) if owes => self.follow_up(&costs).await.map(|()| reply),
                         other => other,
                     }
                 }
@@ -198,7 +200,11 @@ impl worker::DurableObject for Mailbox {
             }
         };
         self.arm().await;
-        self.answer(&outcome, rows_before)
+        let mut response = self.answer(&outcome, rows_before)?;
+        response
+            .headers_mut()
+            .set(OBJECT_CALLS_HEADER, &costs.object_calls.get().to_string())?;
+        Ok(response)
     }
 
     /// The alarm rang: expiry's due work, then the follow-ups owed; the alarm is
@@ -211,7 +217,7 @@ impl worker::DurableObject for Mailbox {
         let work = self.rules_then(|rules| rules.on_alarm(now));
         let next = match work {
             Ok(AlarmWork::Nothing) => None,
-            Ok(AlarmWork::Next(at)) => match self.follow_up().await {
+            Ok(AlarmWork::Next(at)) => match self.follow_up(&Costs::default()).await {
                 Ok(()) => Some(at),
                 Err(error) => {
                     worker::console_error!("follow-ups: {error:?}");
@@ -221,7 +227,7 @@ impl worker::DurableObject for Mailbox {
             Ok(AlarmWork::Remove) => {
                 // Waiting sockets learn the mailbox is gone.
                 self.dispatch(now);
-                match self.follow_up().await {
+                match self.follow_up(&Costs::default()).await {
                     Ok(()) => match self.delete_storage().await {
                         Ok(()) => None,
                         Err(error) => {
@@ -377,14 +383,14 @@ impl Mailbox {
 
     /// Carries out every follow-up still owed; fails with the first failure
     /// (the rest stay owed, and the alarm retries them).
-    async fn follow_up(&self) -> Result<(), ExchangeError> {
+    async fn follow_up(&self, costs: &Costs) -> Result<(), ExchangeError> {
         let _turn = self.follow_up_turn.lock().await;
         let rules = self.rules();
         let owed = rules.follow_ups()?;
         if owed.is_empty() {
             return Ok(());
         }
-        let reach = Reach::new(&self.env, &self.config)?;
+        let reach = Reach::new(&self.env, &self.config, costs)?;
         let (done, failure) = reach.carry_out(owed, rules.directory_sync()?).await;
         let mut rules = self.rules();
         for id in done {

@@ -17,9 +17,9 @@ use futures::{stream, StreamExt};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::ext::{ResponseExt, WebSocketExt};
-use worker::{js_sys, web_sys, Delay, Headers, ObjectNamespace, Response};
+use worker::{js_sys, web_sys, Delay, Headers, Response};
 
-use super::{fetch_object, js_internal, now_s, read_outcome, unexpected, Costs};
+use super::{fetch_object, js_internal, now_s, read_outcome, unexpected, Costs, PlacedNamespace};
 use crate::core::listen::{StreamSession, StreamStep};
 use crate::core::permission::Identity;
 use crate::protocol::config::Config;
@@ -46,7 +46,7 @@ enum Opened {
 /// URL carries the call.
 async fn open(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     uid: &str,
     call: &Subscribe,
 ) -> Result<Opened, ExchangeError> {
@@ -170,7 +170,7 @@ async fn arrival_before(socket: &mut ObjectSocket, until: f64) -> Option<Arrival
 /// `GET /message`: the oldest message, waiting up to `timeout_s` for one.
 pub(super) async fn receive(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     uid: &str,
     caller: Identity,
     timeout_s: f64,
@@ -214,7 +214,7 @@ pub(super) async fn receive(
 /// error the object answered at once (unknown, terminated, forbidden).
 pub(super) async fn listen(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     uid: &str,
     caller: Identity,
     last_event_id: Option<u64>,

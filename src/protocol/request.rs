@@ -13,6 +13,7 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::{to_raw_value, RawValue};
+use uuid::Uuid;
 
 use super::config::Config;
 use super::entity::{EntityId, JsonKind};
@@ -41,6 +42,26 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route's name in the request log: stable, and free of anything the client
+    /// put in the URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::CreateMailbox => "create_mailbox",
+            Route::Terminate => "terminate",
+            Route::Status => "status",
+            Route::Send => "send",
+            Route::Receive => "receive",
+            Route::Listen => "listen",
+            Route::Discover => "discover",
+            Route::Share => "share",
+            Route::ListShares => "list_shares",
+            Route::Unshare => "unshare",
+            Route::Heartbeat => "heartbeat",
+            Route::HeartbeatAge => "heartbeat_age",
+            Route::Stats => "stats",
+        }
+    }
+
     /// Finds the route for `method` and `path` (a trailing slash is ignored).
     ///
     /// Every route is also served under `/v1`: academy's hosted exchange lives at
@@ -137,6 +158,28 @@ pub enum Command {
     Stats {
         mailbox: EntityId,
     },
+}
+
+impl Command {
+    /// The mailbox the request acts on (a send's destination); `None` for discovery,
+    /// which names a class.
+    pub fn mailbox_uid(&self) -> Option<Uuid> {
+        match self {
+            Command::Send { message } => Some(message.header.dest.uid),
+            Command::Discover { .. } => None,
+            Command::CreateMailbox { mailbox, .. }
+            | Command::Terminate { mailbox }
+            | Command::Status { mailbox }
+            | Command::Receive { mailbox, .. }
+            | Command::Listen { mailbox, .. }
+            | Command::Share { mailbox, .. }
+            | Command::ListShares { mailbox }
+            | Command::Unshare { mailbox, .. }
+            | Command::Heartbeat { mailbox }
+            | Command::HeartbeatAge { mailbox }
+            | Command::Stats { mailbox } => Some(mailbox.uid),
+        }
+    }
 }
 
 /// The `Last-Event-Id` a reconnecting listen stream sends: the id of the last
@@ -478,7 +521,6 @@ mod tests {
     use crate::protocol::entity::Role;
     use crate::protocol::message::tests::{entity, message_text};
     use serde_json::{json, Value};
-    use uuid::Uuid;
 
     fn parse(route: Route, body: Value) -> Result<Command, ExchangeError> {
         parse_command(route, &[], body.to_string().as_bytes(), &Config::default())
@@ -697,6 +739,23 @@ mod tests {
             json!({"mailbox": id_field(&id), "timeout": "soon"}),
         );
         assert_eq!(typed.unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn a_command_names_its_mailbox_and_a_send_its_destination() {
+        let src = entity(Role::User);
+        let dest = entity(Role::Agent);
+        let text = message_text(&src, &dest, "request", Uuid::new_v4());
+        let send = parse(Route::Send, json!({ "message": text })).unwrap();
+        assert_eq!(send.mailbox_uid(), Some(dest.uid));
+        let stats = parse(Route::Stats, json!({"mailbox": id_field(&src)})).unwrap();
+        assert_eq!(stats.mailbox_uid(), Some(src.uid));
+        let discover = parse(
+            Route::Discover,
+            json!({"agent": "m.A", "allow_subclasses": true}),
+        )
+        .unwrap();
+        assert_eq!(discover.mailbox_uid(), None);
     }
 
     #[test]

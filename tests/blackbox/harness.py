@@ -274,6 +274,25 @@ class ExchangeProcess:
             self._log_file.flush()
         return _tail(self.log_path, limit) if self.log_path else ''
 
+    def output(self) -> str:
+        """Everything the process wrote so far (without the harness's own first
+        line, the command, which holds the ``--var`` settings)."""
+        if self._log_file is not None:
+            self._log_file.flush()
+        if self.log_path is None:
+            return ''
+        text = self.log_path.read_text('utf-8', 'replace')
+        return text.split('\n', 1)[1] if '\n' in text else ''
+
+    def request_log(self) -> list[dict[str, Any]]:
+        """The Worker's request log records written so far (README "Logs"), in
+        order. wrangler prints each line as the Worker wrote it, an error's with an
+        ``[ERROR]`` prefix; the JSON is found by its first field."""
+        return [
+            json.loads(match.group())
+            for match in re.finditer(r'\{"route":.*\}', self.output())
+        ]
+
     def kill(self) -> None:
         """SIGKILL our whole process group at once: a crash, as `kill -9`."""
         if self.proc is not None:

@@ -123,9 +123,14 @@ def test_a_deployment_that_chose_no_auth_method_answers_only_the_configuration_e
             'Invalid exchange configuration: AUTH_METHOD must be set to one of '
             'none, globus, token, access',
         ), r.text
-    # Logged too (wrangler passes the Worker's console on a moment later).
+    # Logged too, as the request's cause (wrangler passes the Worker's console on a
+    # moment later).
     deadline = time.monotonic() + 10
-    while 'configuration: AUTH_METHOD must be set' not in proc.log_tail():
+    while not any(
+        record['error'] == 'configuration'
+        and record['cause'].startswith('AUTH_METHOD must be set')
+        for record in proc.request_log()
+    ):
         assert time.monotonic() < deadline, proc.log_tail()
         time.sleep(0.2)
 
