@@ -62,6 +62,14 @@ pub struct Termination {
     pub unregister: Option<Registration>,
 }
 
+/// A heartbeat that rides on another request of its mailbox's client
+/// ([`crate::protocol::request::stamps_heartbeat`]): who made it, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    pub caller: &'a Identity,
+    pub now: f64,
+}
+
 pub struct Mailbox<S> {
     store: S,
 }
@@ -182,21 +190,44 @@ impl<S: MailboxStore> Mailbox<S> {
 
     /// Bookkeeping at the *sender's* mailbox once a message is queued at its
     /// destination: a request counts as outgoing; a response completes the request
-    /// it answers. Silently nothing if the sender has no mailbox here.
-    pub fn note_sent(&mut self, header: &MessageHeader) -> Result<()> {
+    /// it answers. With `heartbeat`, the send also stamps the sender's heartbeat if
+    /// it is active and the caller may act for it, in the same save as the counts.
+    /// Silently nothing if the sender has no mailbox here.
+    pub fn note_sent(
+        &mut self,
+        header: &MessageHeader,
+        heartbeat: Option<Stamp<'_>>,
+    ) -> Result<()> {
         let Some(mut record) = self.store.load()? else {
             return Ok(());
         };
-        match header.kind {
-            MessageKind::Request => record.outgoing += 1,
-            MessageKind::Response => {
-                if !self.store.complete_in_flight(header.tag)? {
-                    return Ok(());
-                }
-                record.completed += 1;
+        let counted = match header.kind {
+            MessageKind::Request => {
+                record.outgoing += 1;
+                true
             }
+            MessageKind::Response => {
+                let completed = self.store.complete_in_flight(header.tag)?;
+                if completed {
+                    record.completed += 1;
+                }
+                completed
+            }
+        };
+        let stamped = match heartbeat {
+            Some(stamp)
+                if record.terminated_at.is_none()
+                    && may_access(stamp.caller, &record.owner, &self.store.shares()?) =>
+            {
+                record.heartbeat_at = Some(stamp.now);
+                true
+            }
+            _ => false,
+        };
+        if counted || stamped {
+            self.store.save(&record)?;
         }
-        Ok(self.store.save(&record)?)
+        Ok(())
     }
 
     /// Fails unless the mailbox exists, is active and the caller may read it: the
@@ -552,7 +583,7 @@ mod tests {
         let (mut mailbox, requester, agent, tag) = with_flat_request("ping-request");
         let response = flat_text(&agent, &requester, "ping-response", tag);
         let response = IncomingMessage::parse(response).unwrap();
-        mailbox.note_sent(&response.header).unwrap();
+        mailbox.note_sent(&response.header, None).unwrap();
         let stats = mailbox.stats(&alice()).unwrap();
         assert_eq!((stats.completed, stats.incoming), (1, 1));
         assert!(mailbox.terminate(&alice(), 2.0).unwrap().replies.is_empty());
@@ -620,7 +651,7 @@ mod tests {
             receiver
                 .deliver(Some(&alice()), &request, 1.0, WINDOW)
                 .unwrap();
-            sender.note_sent(&request.header).unwrap();
+            sender.note_sent(&request.header, None).unwrap();
         }
         let stats = receiver.stats(&alice()).unwrap();
         assert_eq!((stats.queued, stats.incoming, stats.in_progress), (2, 2, 0));
@@ -632,7 +663,7 @@ mod tests {
         sender
             .deliver(Some(&alice()), &response, 2.0, WINDOW)
             .unwrap();
-        receiver.note_sent(&response.header).unwrap();
+        receiver.note_sent(&response.header, None).unwrap();
         let stats = receiver.stats(&alice()).unwrap();
         assert_eq!(
             (stats.completed, stats.incoming, stats.in_progress),
@@ -641,7 +672,10 @@ mod tests {
         assert_eq!(sender.stats(&alice()).unwrap().outgoing, 2);
         // A response to an unknown request completes nothing.
         receiver
-            .note_sent(&message(&agent, &user, "response", Uuid::new_v4()).header)
+            .note_sent(
+                &message(&agent, &user, "response", Uuid::new_v4()).header,
+                None,
+            )
             .unwrap();
         assert_eq!(receiver.stats(&alice()).unwrap().completed, 1);
     }
@@ -662,6 +696,52 @@ mod tests {
             unknown.heartbeat_age(&alice(), 1.0),
             Err(ExchangeError::UnknownMailbox)
         );
+    }
+
+    #[test]
+    fn a_send_stamps_the_senders_heartbeat_only_when_asked_and_allowed() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = created(&user, &alice());
+        let request = message(&user, &agent, "request", Uuid::new_v4());
+        sender.note_sent(&request.header, None).unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 5.0), Ok(None));
+        let by_alice = Stamp {
+            caller: &alice(),
+            now: 10.0,
+        };
+        sender.note_sent(&request.header, Some(by_alice)).unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 12.0), Ok(Some(2.0)));
+        assert_eq!(sender.stats(&alice()).unwrap().outgoing, 2);
+        // A response that completes nothing is still a heartbeat.
+        let response = message(&user, &agent, "response", Uuid::new_v4());
+        let later = Stamp {
+            now: 11.0,
+            ..by_alice
+        };
+        sender.note_sent(&response.header, Some(later)).unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 12.0), Ok(Some(1.0)));
+        // Someone who may not act for the sender does not keep it alive.
+        let by_bob = Stamp {
+            caller: &bob(),
+            now: 20.0,
+        };
+        sender.note_sent(&request.header, Some(by_bob)).unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 22.0), Ok(Some(11.0)));
+        assert_eq!(sender.stats(&alice()).unwrap().outgoing, 3);
+    }
+
+    #[test]
+    fn a_terminated_sender_is_not_stamped() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = created(&user, &alice());
+        sender.terminate(&alice(), 1.0).unwrap();
+        let response = message(&user, &agent, "response", Uuid::new_v4());
+        let stamp = Stamp {
+            caller: &alice(),
+            now: 2.0,
+        };
+        sender.note_sent(&response.header, Some(stamp)).unwrap();
+        assert_eq!(sender.store().load().unwrap().unwrap().heartbeat_at, None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use worker::web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult};
 use worker::{event, Context, Env, ObjectNamespace, Request, Response};
 
 use super::authenticate::authenticate;
-use super::subscription;
+use super::subscription::{self, Waiter};
 use super::{call_object, internal, js_internal, read_outcome, unexpected, Costs};
 use crate::auth::AuthSettings;
 use crate::core::directory::entries_for;
@@ -23,7 +23,9 @@ use crate::core::permission::Identity;
 use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
-use crate::protocol::request::{last_event_id, parse_command, Command, Route};
+use crate::protocol::request::{
+    last_event_id, parse_command, stamps_heartbeat, Command, Route, ACADEMY_VERSION_HEADER,
+};
 use crate::rpc::{DirectoryCall, MailboxCall, Reply};
 
 #[event(fetch)]
@@ -123,6 +125,7 @@ impl Objects<'_> {
                 message: reply,
                 from_here: false,
                 replay_window_s: self.config.replay_window_s,
+                stamps_heartbeat: false,
             };
             match self.mailbox(requester.uid, &call).await {
                 // A requester that is gone needs no reply (as upstream).
@@ -187,14 +190,9 @@ async fn handle(
         Vec::new()
     };
     let command = parse_command(route, &query, &body, &config)?;
-    let last_event_id = last_event_id(
-        request
-            .headers()
-            .get("last-event-id")
-            .ok()
-            .flatten()
-            .as_deref(),
-    );
+    let header = |name: &str| request.headers().get(name).ok().flatten();
+    let last_event_id = last_event_id(header("last-event-id").as_deref());
+    let stamps_heartbeat = stamps_heartbeat(route, header(ACADEMY_VERSION_HEADER).as_deref());
 
     let objects = Objects {
         mailboxes: env
@@ -206,7 +204,7 @@ async fn handle(
         costs,
         config: &config,
     };
-    dispatch(command, caller, last_event_id, &objects).await
+    dispatch(command, caller, stamps_heartbeat, last_event_id, &objects).await
 }
 
 /// Reads the request body, and stops at `limit`. A body without a declared length
@@ -261,10 +259,12 @@ async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeErr
     }
 }
 
-/// Carries out one validated command.
+/// Carries out one validated command. `stamps_heartbeat`: the command also
+/// stamps the heartbeat of the mailbox it acts for (see [`stamps_heartbeat`]).
 async fn dispatch(
     command: Command,
     caller: Identity,
+    stamps_heartbeat: bool,
     last_event_id: Option<u64>,
     objects: &Objects<'_>,
 ) -> Result<Response, ExchangeError> {
@@ -303,17 +303,21 @@ async fn dispatch(
         Command::Send { message } => {
             let header = message.header;
             let from_here = header.src.uid == header.dest.uid;
+            // The sender's heartbeat rides on its bookkeeping call (or, sent to
+            // itself, on the delivery): no call or row write of its own.
+            let heartbeat = (stamps_heartbeat && !from_here).then(|| caller.clone());
             let deliver = MailboxCall::Deliver {
                 caller: Some(caller),
                 message: message.text,
                 from_here,
                 replay_window_s: config.replay_window_s,
+                stamps_heartbeat,
             };
             objects.mailbox(header.dest.uid, &deliver).await?;
             if !from_here {
                 let src = header.src.uid;
                 objects
-                    .mailbox(src, &MailboxCall::NoteSent { header })
+                    .mailbox(src, &MailboxCall::NoteSent { header, heartbeat })
                     .await?;
             }
             empty()
@@ -324,7 +328,10 @@ async fn dispatch(
                 objects.costs,
                 &objects.mailboxes,
                 &uid,
-                caller,
+                Waiter {
+                    caller,
+                    stamps_heartbeat,
+                },
                 timeout_s,
                 config,
             )
@@ -337,7 +344,10 @@ async fn dispatch(
                 objects.costs,
                 &objects.mailboxes,
                 &uid,
-                caller,
+                Waiter {
+                    caller,
+                    stamps_heartbeat,
+                },
                 last_event_id,
                 timeout_s,
                 config,

@@ -25,7 +25,7 @@ use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteMailbox;
 use super::{js_internal, now_s, outcome_response, read_call};
 use crate::core::listen::{Push, Subscriber, SubscriberKind};
-use crate::core::mailbox::Mailbox as MailboxRules;
+use crate::core::mailbox::{Mailbox as MailboxRules, Stamp};
 use crate::protocol::error::ExchangeError;
 use crate::protocol::message::IncomingMessage;
 use crate::rpc::{
@@ -247,17 +247,25 @@ impl Mailbox {
                 message,
                 from_here,
                 replay_window_s,
+                stamps_heartbeat,
             } => {
                 let message = IncomingMessage::parse(message)
                     .map_err(|reason| ExchangeError::field("message", reason))?;
                 mailbox.deliver(caller.as_ref(), &message, now, replay_window_s)?;
                 if from_here {
-                    mailbox.note_sent(&message.header)?;
+                    let heartbeat = caller
+                        .as_ref()
+                        .filter(|_| stamps_heartbeat)
+                        .map(|caller| Stamp { caller, now });
+                    mailbox.note_sent(&message.header, heartbeat)?;
                 }
                 self.dispatch(now);
                 Ok(Reply::Done)
             }
-            MailboxCall::NoteSent { header } => mailbox.note_sent(&header).map(|()| Reply::Done),
+            MailboxCall::NoteSent { header, heartbeat } => {
+                let heartbeat = heartbeat.as_ref().map(|caller| Stamp { caller, now });
+                mailbox.note_sent(&header, heartbeat).map(|()| Reply::Done)
+            }
             MailboxCall::Heartbeat { caller } => {
                 mailbox.heartbeat(&caller, now).map(|()| Reply::Done)
             }
@@ -280,6 +288,9 @@ impl Mailbox {
     fn subscribe(&self, call: Subscribe) -> Result<Subscribed, ExchangeError> {
         let now = now_s();
         let mut rules = self.rules();
+        if call.stamps_heartbeat {
+            rules.heartbeat(&call.caller, now)?;
+        }
         let mut sockets = self.sockets()?;
         let (kind, last_event_id) = match call.wait {
             Wait::Poll => {
