@@ -32,15 +32,21 @@ pub enum MailboxCall {
     /// [`MailboxCall::NoteSent`] bookkeeping is done in this call, saving a hop.
     ///
     /// `replay_window_s`: how long delivered messages are kept for replay.
+    /// `stamps_heartbeat`: with `from_here`, the send also stamps the sender's
+    /// heartbeat ([`crate::protocol::request::stamps_heartbeat`]).
     Deliver {
         caller: Option<Identity>,
         message: String,
         from_here: bool,
         replay_window_s: f64,
+        stamps_heartbeat: bool,
     },
     /// Sender-side bookkeeping after a delivery (outgoing / completed counts).
+    /// `heartbeat`: the caller, when the send also stamps the sender's heartbeat
+    /// ([`crate::protocol::request::stamps_heartbeat`]); done in the same write.
     NoteSent {
         header: MessageHeader,
+        heartbeat: Option<Identity>,
     },
     Heartbeat {
         caller: Identity,
@@ -88,6 +94,9 @@ impl MailboxCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscribe {
     pub caller: Identity,
+    /// Subscribing also stamps the caller's heartbeat
+    /// ([`crate::protocol::request::stamps_heartbeat`]).
+    pub stamps_heartbeat: bool,
     pub wait: Wait,
     /// How long delivered messages are kept for replay (`REPLAY_WINDOW_S`).
     pub replay_window_s: f64,
@@ -201,6 +210,7 @@ mod tests {
     fn calls_and_outcomes_survive_json() {
         let call = Subscribe {
             caller: Identity::anonymous(),
+            stamps_heartbeat: true,
             wait: Wait::Stream {
                 last_event_id: Some(7),
             },

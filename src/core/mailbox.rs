@@ -253,20 +253,46 @@ impl<S: MailboxStore> Mailbox<S> {
 
     /// Bookkeeping at the *sender's* mailbox once a message is queued at its
     /// destination: a request counts as outgoing; a response completes the request
-    /// it answers. Silently nothing if the sender has no mailbox here.
-    pub fn note_sent(&mut self, header: &MessageHeader, now: f64) -> Result<()> {
+    /// it answers. With `heartbeat_by` (the caller, for a request that stamps
+    /// heartbeats: [`crate::protocol::request::stamps_heartbeat`]), the send also
+    /// stamps the sender's heartbeat if it is active and the caller may act for
+    /// it, in the same save as the counts. Silently nothing if the sender has no
+    /// mailbox here.
+    pub fn note_sent(
+        &mut self,
+        header: &MessageHeader,
+        heartbeat_by: Option<&Identity>,
+        now: f64,
+    ) -> Result<()> {
         let Some(mut record) = self.current()? else {
             return Ok(());
         };
-        match header.kind {
-            MessageKind::Request => record.outgoing += 1,
-            MessageKind::Response => {
-                if !self.store.complete_in_flight(header.tag)? {
-                    self.used(record, now)?;
-                    return Ok(());
-                }
-                record.completed += 1;
+        let counted = match header.kind {
+            MessageKind::Request => {
+                record.outgoing += 1;
+                true
             }
+            MessageKind::Response => {
+                let completed = self.store.complete_in_flight(header.tag)?;
+                if completed {
+                    record.completed += 1;
+                }
+                completed
+            }
+        };
+        let stamped = match heartbeat_by {
+            Some(caller)
+                if record.terminated_at.is_none()
+                    && may_access(caller, &record.owner, &self.store.shares()?) =>
+            {
+                record.heartbeat_at = Some(now);
+                true
+            }
+            _ => false,
+        };
+        if !(counted || stamped) {
+            self.used(record, now)?;
+            return Ok(());
         }
         // Saved anyway: the use is stamped at no cost.
         record.used_at = Some(now);
@@ -822,7 +848,7 @@ mod tests {
         let (mut mailbox, requester, agent, tag) = with_flat_request("ping-request");
         let response = flat_text(&agent, &requester, "ping-response", tag);
         let response = IncomingMessage::parse(response).unwrap();
-        mailbox.note_sent(&response.header, 1.0).unwrap();
+        mailbox.note_sent(&response.header, None, 1.0).unwrap();
         let stats = mailbox.stats(&alice(), 1.0).unwrap();
         assert_eq!((stats.completed, stats.incoming), (1, 1));
         mailbox.terminate(&alice(), 2.0).unwrap();
@@ -893,7 +919,7 @@ mod tests {
             receiver
                 .deliver(Some(&alice()), &request, 1.0, WINDOW)
                 .unwrap();
-            sender.note_sent(&request.header, 1.0).unwrap();
+            sender.note_sent(&request.header, None, 1.0).unwrap();
         }
         let stats = receiver.stats(&alice(), 1.0).unwrap();
         assert_eq!((stats.queued, stats.incoming, stats.in_progress), (2, 2, 0));
@@ -905,7 +931,7 @@ mod tests {
         sender
             .deliver(Some(&alice()), &response, 2.0, WINDOW)
             .unwrap();
-        receiver.note_sent(&response.header, 1.0).unwrap();
+        receiver.note_sent(&response.header, None, 1.0).unwrap();
         let stats = receiver.stats(&alice(), 1.0).unwrap();
         assert_eq!(
             (stats.completed, stats.incoming, stats.in_progress),
@@ -916,6 +942,7 @@ mod tests {
         receiver
             .note_sent(
                 &message(&agent, &user, "response", Uuid::new_v4()).header,
+                None,
                 1.0,
             )
             .unwrap();
@@ -938,6 +965,44 @@ mod tests {
             unknown.heartbeat_age(&alice(), 1.0),
             Err(ExchangeError::UnknownMailbox)
         );
+    }
+
+    #[test]
+    fn a_send_stamps_the_senders_heartbeat_only_when_asked_and_allowed() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = created(&user, &alice());
+        let request = message(&user, &agent, "request", Uuid::new_v4());
+        sender.note_sent(&request.header, None, 1.0).unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 5.0), Ok(None));
+        sender
+            .note_sent(&request.header, Some(&alice()), 10.0)
+            .unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 12.0), Ok(Some(2.0)));
+        assert_eq!(sender.stats(&alice(), 12.0).unwrap().outgoing, 2);
+        // A response that completes nothing is still a heartbeat.
+        let response = message(&user, &agent, "response", Uuid::new_v4());
+        sender
+            .note_sent(&response.header, Some(&alice()), 11.0)
+            .unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 12.0), Ok(Some(1.0)));
+        // Someone who may not act for the sender does not keep it alive.
+        sender
+            .note_sent(&request.header, Some(&bob()), 20.0)
+            .unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 22.0), Ok(Some(11.0)));
+        assert_eq!(sender.stats(&alice(), 22.0).unwrap().outgoing, 3);
+    }
+
+    #[test]
+    fn a_terminated_sender_is_not_stamped() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = created(&user, &alice());
+        sender.terminate(&alice(), 1.0).unwrap();
+        let response = message(&user, &agent, "response", Uuid::new_v4());
+        sender
+            .note_sent(&response.header, Some(&alice()), 2.0)
+            .unwrap();
+        assert_eq!(sender.store().load().unwrap().unwrap().heartbeat_at, None);
     }
 
     #[test]
@@ -1133,7 +1198,7 @@ mod tests {
         assert_eq!(stamp(&sender), Some(13.0));
         // A sent request is counted in a write that stamps the use as well.
         let request = message(&user, &agent, "request", Uuid::new_v4());
-        sender.note_sent(&request.header, 14.0).unwrap();
+        sender.note_sent(&request.header, None, 14.0).unwrap();
         assert_eq!(stamp(&sender), Some(14.0));
     }
 

@@ -14,7 +14,7 @@ use worker::web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult};
 use worker::{event, Context, Date, Env, Request, Response};
 
 use super::authenticate::authenticate;
-use super::subscription;
+use super::subscription::{self, Waiter};
 use super::{
     call_object, config, internal, js_internal, read_outcome, setting, unexpected, Costs,
     PlacedNamespace,
@@ -25,7 +25,9 @@ use crate::core::permission::Identity;
 use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
-use crate::protocol::request::{last_event_id, parse_command, Command, Route};
+use crate::protocol::request::{
+    last_event_id, parse_command, stamps_heartbeat, Command, Route, ACADEMY_VERSION_HEADER,
+};
 use crate::protocol::request_log::{self, RequestLog};
 use crate::rpc::{DirectoryCall, MailboxCall, Reply};
 
@@ -158,14 +160,9 @@ async fn handle(
     };
     let command = parse_command(route, &query, &body, &config)?;
     log.mailbox = command.mailbox_uid();
-    let last_event_id = last_event_id(
-        request
-            .headers()
-            .get("last-event-id")
-            .ok()
-            .flatten()
-            .as_deref(),
-    );
+    let header = |name: &str| request.headers().get(name).ok().flatten();
+    let last_event_id = last_event_id(header("last-event-id").as_deref());
+    let stamps_heartbeat = stamps_heartbeat(route, header(ACADEMY_VERSION_HEADER).as_deref());
 
     let objects = Objects {
         mailboxes: PlacedNamespace::open(env, "MAILBOX", config.data_location)?,
@@ -173,7 +170,7 @@ async fn handle(
         costs,
         config: &config,
     };
-    dispatch(command, caller, last_event_id, &objects).await
+    dispatch(command, caller, stamps_heartbeat, last_event_id, &objects).await
 }
 
 /// Reads the request body, and stops at `limit`. A body without a declared length
@@ -228,10 +225,12 @@ async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeErr
     }
 }
 
-/// Carries out one validated command.
+/// Carries out one validated command. `stamps_heartbeat`: the command also
+/// stamps the heartbeat of the mailbox it acts for (see [`stamps_heartbeat`]).
 async fn dispatch(
     command: Command,
     caller: Identity,
+    stamps_heartbeat: bool,
     last_event_id: Option<u64>,
     objects: &Objects<'_>,
 ) -> Result<Response, ExchangeError> {
@@ -260,17 +259,21 @@ async fn dispatch(
         Command::Send { message } => {
             let header = message.header;
             let from_here = header.src.uid == header.dest.uid;
+            // The sender's heartbeat rides on its bookkeeping call (or, sent to
+            // itself, on the delivery): no call or row write of its own.
+            let heartbeat = (stamps_heartbeat && !from_here).then(|| caller.clone());
             let deliver = MailboxCall::Deliver {
                 caller: Some(caller),
                 message: message.text,
                 from_here,
                 replay_window_s: config.replay_window_s,
+                stamps_heartbeat,
             };
             objects.mailbox(header.dest.uid, &deliver).await?;
             if !from_here {
                 let src = header.src.uid;
                 objects
-                    .mailbox(src, &MailboxCall::NoteSent { header })
+                    .mailbox(src, &MailboxCall::NoteSent { header, heartbeat })
                     .await?;
             }
             empty()
@@ -281,7 +284,10 @@ async fn dispatch(
                 objects.costs,
                 &objects.mailboxes,
                 &uid,
-                caller,
+                Waiter {
+                    caller,
+                    stamps_heartbeat,
+                },
                 timeout_s,
                 config,
             )
@@ -294,7 +300,10 @@ async fn dispatch(
                 objects.costs,
                 &objects.mailboxes,
                 &uid,
-                caller,
+                Waiter {
+                    caller,
+                    stamps_heartbeat,
+                },
                 last_event_id,
                 timeout_s,
                 config,

@@ -80,6 +80,7 @@ impl<'a> Reach<'a> {
             message: text,
             from_here: false,
             replay_window_s: self.replay_window_s,
+            stamps_heartbeat: false,
         };
         let name = to.uid.to_string();
         let outcome =

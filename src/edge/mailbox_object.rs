@@ -459,17 +459,21 @@ impl Mailbox {
                 message,
                 from_here,
                 replay_window_s,
+                stamps_heartbeat,
             } => {
                 let message = IncomingMessage::parse(message)
                     .map_err(|reason| ExchangeError::field("message", reason))?;
                 mailbox.deliver(caller.as_ref(), &message, now, replay_window_s)?;
                 if from_here {
-                    mailbox.note_sent(&message.header, now)?;
+                    let heartbeat_by = caller.as_ref().filter(|_| stamps_heartbeat);
+                    mailbox.note_sent(&message.header, heartbeat_by, now)?;
                 }
                 self.dispatch(now);
                 Ok(Reply::Done)
             }
-            MailboxCall::NoteSent { header } => mailbox.note_sent(&header, now).map(done),
+            MailboxCall::NoteSent { header, heartbeat } => mailbox
+                .note_sent(&header, heartbeat.as_ref(), now)
+                .map(done),
             MailboxCall::Heartbeat { caller } => mailbox.heartbeat(&caller, now).map(done),
             MailboxCall::HeartbeatAge { caller } => {
                 mailbox.heartbeat_age(&caller, now).map(Reply::HeartbeatAge)
@@ -490,6 +494,9 @@ impl Mailbox {
     fn subscribe(&self, call: Subscribe) -> Result<Subscribed, ExchangeError> {
         let now = now_s();
         let mut rules = self.rules();
+        if call.stamps_heartbeat {
+            rules.heartbeat(&call.caller, now)?;
+        }
         let mut sockets = self.sockets()?;
         let (kind, last_event_id) = match call.wait {
             Wait::Poll => {

@@ -35,6 +35,14 @@ const RETRY_MS: u64 = 100;
 /// this many tries rather than spin until its deadline.
 const POLL_ATTEMPTS: u32 = 5;
 
+/// Who waits for messages, as the Worker learned it from the request.
+pub(super) struct Waiter {
+    pub(super) caller: Identity,
+    /// Waiting also stamps the caller's heartbeat
+    /// ([`crate::protocol::request::stamps_heartbeat`]).
+    pub(super) stamps_heartbeat: bool,
+}
+
 /// What the object answered a subscription with.
 enum Opened {
     Socket(ObjectSocket),
@@ -172,12 +180,13 @@ pub(super) async fn receive(
     costs: &Costs,
     namespace: &PlacedNamespace,
     uid: &str,
-    caller: Identity,
+    waiter: Waiter,
     timeout_s: f64,
     config: &Config,
 ) -> Result<String, ExchangeError> {
     let call = Subscribe {
-        caller,
+        caller: waiter.caller,
+        stamps_heartbeat: waiter.stamps_heartbeat,
         wait: Wait::Poll,
         replay_window_s: config.replay_window_s,
     };
@@ -216,13 +225,14 @@ pub(super) async fn listen(
     costs: &Costs,
     namespace: &PlacedNamespace,
     uid: &str,
-    caller: Identity,
+    waiter: Waiter,
     last_event_id: Option<u64>,
     timeout_s: f64,
     config: &Config,
 ) -> Result<Response, ExchangeError> {
     let call = Subscribe {
-        caller,
+        caller: waiter.caller,
+        stamps_heartbeat: waiter.stamps_heartbeat,
         wait: Wait::Stream { last_event_id },
         replay_window_s: config.replay_window_s,
     };

@@ -189,6 +189,20 @@ pub fn last_event_id(header: Option<&str>) -> Option<u64> {
     header?.trim().parse().ok().filter(|id| *id > 0)
 }
 
+/// The header every academy-py 1.0 request carries (in the client session's
+/// default headers); clients before 1.0 send none.
+pub const ACADEMY_VERSION_HEADER: &str = "academy_version";
+
+/// Whether a request also stamps the heartbeat of the mailbox it acts for (a
+/// send's sender, a receive's or listen's mailbox). academy-py 0.5 clients never
+/// send `POST /mailbox/heartbeat`: their server stamped the heartbeat whenever a
+/// client sent, received or opened a stream, and so does this exchange for
+/// requests without [`ACADEMY_VERSION_HEADER`]. Clients that send it (1.0 and
+/// later) send their heartbeats themselves, and their messages write no extra row.
+pub fn stamps_heartbeat(route: Route, academy_version: Option<&str>) -> bool {
+    academy_version.is_none() && matches!(route, Route::Send | Route::Receive | Route::Listen)
+}
+
 /// Parses the fields of a request for `route`. `query` holds the decoded query
 /// parameters (used by GET only); `body` the raw body bytes, already read within
 /// the body limit ([`super::body::BodyBuffer`]).
@@ -546,6 +560,31 @@ mod tests {
             Some("1.5"),
         ] {
             assert_eq!(last_event_id(none), None, "{none:?}");
+        }
+    }
+
+    #[test]
+    fn only_sends_receives_and_listens_without_the_academy_version_header_stamp_heartbeats() {
+        let stamping = [Route::Send, Route::Receive, Route::Listen];
+        for route in stamping {
+            assert!(stamps_heartbeat(route, None), "{route:?}");
+            assert!(!stamps_heartbeat(route, Some("1.0.0")), "{route:?}");
+            // Any value, even an empty one, marks a client that sends heartbeats.
+            assert!(!stamps_heartbeat(route, Some("")), "{route:?}");
+        }
+        for route in [
+            Route::CreateMailbox,
+            Route::Terminate,
+            Route::Status,
+            Route::Discover,
+            Route::Share,
+            Route::ListShares,
+            Route::Unshare,
+            Route::Heartbeat,
+            Route::HeartbeatAge,
+            Route::Stats,
+        ] {
+            assert!(!stamps_heartbeat(route, None), "{route:?}");
         }
     }
 
