@@ -6,7 +6,8 @@
 // worker-build exports each wasm class wrapped in a `Proxy` (which re-creates the
 // wasm instance after a panic), and that is refused. These classes extend
 // `DurableObject`, hold one wasm object each (built through that `Proxy`, so the
-// recovery stays) and forward every handler to it. Nothing else
+// recovery stays) and forward every handler to it, plus `rpc`, the one method
+// the Worker and other objects call (src/edge/mod.rs `call_object`). Nothing else
 // of the wasm object is reachable (its `free()` must not be). Every rule is in
 // Rust: keep this file to forwarding.
 import { DurableObject } from 'cloudflare:workers';
@@ -42,6 +43,11 @@ export class Mailbox extends DurableObject {
   webSocketError(ws, error) {
     return this.#object.webSocketError(ws, error);
   }
+
+  // Every other call: `kind` names it, `call` is its JSON, `text` a message.
+  rpc(kind, call, text) {
+    return this.#object.rpc(kind, call, text);
+  }
 }
 
 export class Directory extends DurableObject {
@@ -52,7 +58,7 @@ export class Directory extends DurableObject {
     this.#object = new wasm.Directory(ctx, env);
   }
 
-  fetch(request) {
-    return this.#object.fetch(request);
+  rpc(kind, call) {
+    return this.#object.rpc(kind, call);
   }
 }
