@@ -19,11 +19,14 @@ matplotlib.use('Agg')  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 OURS = ('workerd', 'workerd-before', 'wrangler-dev')
-REFERENCES = ('academy-memory', 'academy-redis')
+# The floor: a minimal JavaScript Worker and object (bench/floor/), workloads 1-3 only.
+FLOOR = 'floor'
+REFERENCES = (FLOOR, 'academy-memory', 'academy-redis')
 # (after, before): this build against the earlier one, when the run has it.
 BEFORE_AFTER = ('workerd', 'workerd-before')
 LABELS = {
     'workerd': 'worker (workerd)',
+    FLOOR: 'floor (JS Worker + object)',
     'workerd-before': 'earlier build (workerd)',
     'wrangler-dev': 'worker (wrangler dev)',
     'academy-memory': 'academy (memory)',
@@ -265,6 +268,16 @@ def markdown(
             lambda t, w=by_target: _num(w[t]['server_cpu_s_per_1k']['median'], 2) if t in w else 'n/a',
         )
     for workload, by_target in summary.items():
+        if FLOOR not in by_target:
+            continue
+        row(
+            f'{workload}: server CPU / p50, × the floor\'s',
+            lambda t, w=by_target: ' / '.join(
+                _num(_ratio(w[t][metric]['median'], w[FLOOR][metric]['median']), 2)
+                for metric in ('server_cpu_s_per_1k', 'p50_ms')
+            ) if t in w else 'n/a',
+        )
+    for workload, by_target in summary.items():
         if not workload.startswith('4 '):
             continue
         row(
@@ -276,12 +289,19 @@ def markdown(
     if idle:
         any_idle = next(iter(idle.values()))
         label = f'5 idle listeners ({any_idle["listeners"]} for {any_idle["idle_s"]:.0f} s)'
-        row(f'{label}: object wake-ups / listener-hour', lambda t: _num(idle[t]['wake_ups_per_listener_hour']))
+        row(
+            f'{label}: object wake-ups / listener-hour',
+            lambda t: _num(idle[t]['wake_ups_per_listener_hour']) if t in idle else 'n/a',
+        )
         row(
             f'{label}: objects that slept',
-            lambda t: 'n/a' if idle[t]['objects_slept'] == 'n/a' else f'{idle[t]["objects_slept"]} of {idle[t]["listeners"]}',
+            lambda t: 'n/a' if t not in idle or idle[t]['objects_slept'] == 'n/a'
+            else f'{idle[t]["objects_slept"]} of {idle[t]["listeners"]}',
         )
-        row(f'{label}: server CPU s / listener-hour', lambda t: _num(idle[t]['server_cpu_s_per_listener_hour'], 2))
+        row(
+            f'{label}: server CPU s / listener-hour',
+            lambda t: _num(idle[t]['server_cpu_s_per_listener_hour'], 2) if t in idle else 'n/a',
+        )
     row(
         'cost per message, send + `GET /message`: object calls / rows written',
         lambda t: ' / '.join(_num(costs[t][k], 2) for k in ('object_calls_per_msg', 'rows_written_per_msg'))

@@ -4,13 +4,14 @@
     python bench/run.py --smoke    # one tiny round: checks every target and workload works
     python bench/run.py --baseline-build DIR   # also an earlier build (scripts/bench.sh --baseline REV)
 
-Targets: the worker served by workerd directly (Miniflare, no dev proxy), an
-earlier build of it served the same way (with ``--baseline-build``), the worker
-under ``wrangler dev``, academy's server with its in-memory backend, and with
-its Redis backend (when redis-server is installed). Every workload runs
-through academy-py 1.0.0's client; targets take turns workload by workload, in
-an order reversed every round (A B C D, D C B A, ...) so drift cancels; medians
-and min-max spread over rounds are reported. The idle workload (5) runs once,
+Targets: the worker served by workerd directly (Miniflare, no dev proxy), the
+floor (a minimal JavaScript Worker and object served the same way, workloads 1-3
+only), an earlier build of the worker served the same way (with
+``--baseline-build``), the worker under ``wrangler dev``, academy's server with
+its in-memory backend, and with its Redis backend (when redis-server is
+installed). Every workload runs through academy-py 1.0.0's client; targets take
+turns workload by workload, in an order reversed every round (A B C D, D C B A,
+...) so drift cancels; medians and min-max spread over rounds are reported. The idle workload (5) runs once,
 on every target at the same time.
 
 Exits non-zero if a target fails to start or any workload loses, duplicates or
@@ -377,7 +378,7 @@ def main() -> int:
                 for target in in_round_order(started, round_no):
                     records.append(measure(target, round_no, make(target.url)))
 
-        populations = {t.name: workloads.Population(t.url) for t in started}
+        populations = {t.name: workloads.Population(t.url) for t in started if t.whole_protocol}
         for size in settings.populations:
             print(f'\nregistering {size} agents on each target (raw HTTP, 32 at a time)', flush=True)
             for target in [t for t in started if t.name in populations]:
@@ -422,7 +423,7 @@ def main() -> int:
             f'{IDLE_SETTLE_S:.0f} s to settle, then {settings.idle_s:.0f} s idle',
             flush=True,
         )
-        idle = run(idle_listeners(started, settings))
+        idle = run(idle_listeners([t for t in started if t.whole_protocol], settings))
         report.print_idle(idle)
     finally:
         for target in started:

@@ -1,11 +1,13 @@
 // Serves the built Worker (build/index.js + its wasm) from workerd through
 // Miniflare's API, with no `wrangler dev` proxy in front: the benchmark's
 // "workerd" target, and the black-box tests that must see what workerd itself
-// answers (harness.WorkerdDirectProcess). Durable Objects are SQLite-backed and
-// persisted under --persist (as `wrangler dev --persist-to` does).
+// answers (harness.WorkerdDirectProcess). Also the benchmark's "floor" target
+// (bench/floor/), with its own --script and --objects. Durable Objects are
+// SQLite-backed and persisted under --persist (as `wrangler dev --persist-to` does).
 //
 //   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/index.js]
 //                                [--vars JSON] [--compatibility-date YYYY-MM-DD]
+//                                [--objects JSON]   (binding -> class; default: the worker's)
 //
 // Binds 127.0.0.1 only, prints "ready <url>" once serving, and shuts
 // workerd down on SIGTERM/SIGINT.
@@ -22,10 +24,11 @@ const { values } = parseArgs({
     persist: { type: 'string' },
     vars: { type: 'string', default: '{}' },
     'compatibility-date': { type: 'string', default: '2026-04-01' },
+    objects: { type: 'string', default: JSON.stringify({ MAILBOX: 'Mailbox', DIRECTORY: 'Directory' }) },
   },
 });
 if (!values.port || !values.persist) {
-  console.error('usage: serve_workerd.mjs --port N --persist DIR [--vars JSON]');
+  console.error('usage: serve_workerd.mjs --port N --persist DIR [--script FILE] [--vars JSON] [--objects JSON]');
   process.exit(2);
 }
 
@@ -38,10 +41,12 @@ const mf = new Miniflare({
   modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
   compatibilityDate: values['compatibility-date'],
   bindings: JSON.parse(values.vars),
-  durableObjects: {
-    MAILBOX: { className: 'Mailbox', useSQLite: true },
-    DIRECTORY: { className: 'Directory', useSQLite: true },
-  },
+  durableObjects: Object.fromEntries(
+    Object.entries(JSON.parse(values.objects)).map(([binding, className]) => [
+      binding,
+      { className, useSQLite: true },
+    ]),
+  ),
   durableObjectsPersist: values.persist,
 });
 

@@ -5,7 +5,7 @@ through its own process group, using the black-box test harness
 (``tests/blackbox/harness.py``): it already knows how to start ``wrangler dev``,
 workerd without the dev proxy and academy's server, and how to stop them; the
 targets it does not know (a ``wrangler dev`` on a build snapshot, academy's
-Redis backend) are small subclasses that only change the command line.
+Redis backend, the floor) are small subclasses that only change the command line.
 
 A target's CPU time is the user + system time of every live process in its
 process groups (a Redis-backed target counts redis-server too).
@@ -20,6 +20,7 @@ import shutil
 import socket
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -27,6 +28,9 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO / 'tests' / 'blackbox'))
 
 import harness  # noqa: E402  (the black-box test harness, reused as is)
+
+# The floor's config: its module, object bindings and compatibility date.
+FLOOR_CONFIG = BENCH / 'floor' / 'wrangler.toml'
 
 # Settings every target runs with: upstream's defaults, and the worker's
 # production keep-alive (the tests use 1 s to exercise it; here it is noise).
@@ -131,16 +135,49 @@ class RedisProcess(harness.ExchangeProcess):
         raise RuntimeError(f'redis-server not ready; log:\n{self.log_tail()}')
 
 
+class FloorProcess(harness.ExchangeProcess):
+    """The floor (``bench/floor/``) served exactly as the worker is served
+    directly: ``bench/serve_workerd.mjs``, with the module, object bindings and
+    compatibility date of the floor's own ``wrangler.toml``."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('floor', **kwargs)
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        config = tomllib.loads(FLOOR_CONFIG.read_text())
+        objects = {b['name']: b['class_name'] for b in config['durable_objects']['bindings']}
+        cmd = [
+            'node',
+            str(BENCH / 'serve_workerd.mjs'),
+            '--script',
+            str(FLOOR_CONFIG.parent / config['main']),
+            '--port',
+            str(self.port),
+            '--persist',
+            str(self.persist_dir),
+            '--objects',
+            json.dumps(objects),
+            '--compatibility-date',
+            config['compatibility_date'],
+        ]
+        return cmd, dict(os.environ), REPO
+
+
 class Target:
     """One exchange under test: its processes, URL and CPU accounting.
 
     ``ours`` marks this worker (its responses carry the cost headers).
+    ``whole_protocol`` is False for the floor, which serves only what workloads
+    1-3 use: the registry (4) and idle listener (5) workloads leave it out.
     """
 
-    def __init__(self, name: str, processes: list[harness.ExchangeProcess], ours: bool) -> None:
+    def __init__(
+        self, name: str, processes: list[harness.ExchangeProcess], ours: bool, whole_protocol: bool = True,
+    ) -> None:
         self.name = name
         self.processes = processes  # started in order; the last one serves HTTP
         self.ours = ours
+        self.whole_protocol = whole_protocol
 
     @property
     def url(self) -> str:
@@ -192,6 +229,11 @@ def workerd_before(log_dir: Path, build_dir: Path) -> Target:
     return Target(BEFORE, [harness.WorkerdDirectProcess(build_dir, vars=WORKER_VARS, log_dir=log_dir)], ours=True)
 
 
+def floor(log_dir: Path, build_dir: Path) -> Target:
+    """The runtime's floor for workloads 1-3 (``bench/floor/``); ``build_dir`` is unused."""
+    return Target(FLOOR, [FloorProcess(log_dir=log_dir)], ours=False, whole_protocol=False)
+
+
 def wrangler_dev(log_dir: Path, build_dir: Path) -> Target:
     return Target('wrangler-dev', [WranglerDevProcess(build_dir, log_dir=log_dir)], ours=True)
 
@@ -207,12 +249,14 @@ def academy_redis(log_dir: Path, build_dir: Path) -> Target:
 
 
 BEFORE = 'workerd-before'
+FLOOR = 'floor'
 
 # Name -> constructor, in the order of the first round. Each takes the log
 # directory and the build it serves (BEFORE: the earlier build; it runs only when
 # one is given).
 ALL = {
     'workerd': workerd_direct,
+    FLOOR: floor,
     BEFORE: workerd_before,
     'wrangler-dev': wrangler_dev,
     'academy-memory': academy_memory,

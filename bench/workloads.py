@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import academy
 import aiohttp
 from academy.agent import Agent
 from academy.exchange.cloud.client import HttpExchangeFactory, HttpExchangeTransport
@@ -463,6 +464,11 @@ async def registry(
 # ---------------------------------------------------------------------- cost
 
 
+# The probes speak raw HTTP as academy-py 1.0 does: with its version header, which
+# tells the worker that the client sends its own heartbeats (requests without it
+# also stamp one, as academy-py 0.5's server did).
+CLIENT_HEADERS = {'academy_version': academy.__version__}
+
 # With EXCHANGE_COST_HEADERS=1 (builds since the hibernating listen design), a
 # mailbox object's answers carry its instance's id, and its isolate's rows written
 # and mailbox objects constructed (first use, or a wake-up after hibernation or
@@ -479,7 +485,7 @@ async def worker_costs(url: str, count: int) -> dict[str, Any]:
     "n/a" when the worker does not send the headers."""
     calls = rows = 0
     ledger = Ledger('cost probe')
-    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT, headers=CLIENT_HEADERS) as session:
 
         async def call(method: str, path: str, body: dict[str, Any]) -> str:
             nonlocal calls, rows
@@ -531,7 +537,7 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
     figures."""
     ledger = Ledger('listen cost probe')
     sends = {'calls': 0, 'rows': 0}
-    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT, headers=CLIENT_HEADERS) as session:
 
         async def call(method: str, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
             async with session.request(method, url + path, json=body) as r:

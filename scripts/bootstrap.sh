@@ -2,8 +2,8 @@
 # Installs everything the build and the tests need, offline-safe and idempotent:
 # the wasm32 target, worker-build and wasm-bindgen-cli (pinned; the CLI must match
 # the wasm-bindgen version in Cargo.lock exactly), wrangler from npm (its esbuild is
-# what worker-build bundles with), a Python venv with academy-py 1.0.0, and a second
-# one with academy-py 0.1.0 (the first HTTP client; same package name, so its own venv).
+# what worker-build bundles with), a Python venv with academy-py 1.0.0, and one each
+# with academy-py 0.5.0 and 0.1.0 (older clients; same package name, so their own venvs).
 # Nothing is downloaded from outside the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +49,5 @@ install_venv() { # venv directory, requirements file, what it is for
   fi
 }
 install_venv .venv tests/requirements.txt "the client tests"
+install_venv .venv-academy050 tests/requirements-academy050.txt "the academy-py 0.5.0 client test"
 install_venv .venv-academy010 tests/requirements-academy010.txt "the academy-py 0.1.0 client test"

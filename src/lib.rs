@@ -4,19 +4,23 @@
 //!
 //! ```text
 //! protocol/   the wire contract: entity ids, message headers, routes and fields,
-//!             errors → HTTP status and text (one place), config, SSE framing,
-//!             and the documents served about it (`about`: the index, the
-//!             OpenAPI document and the guide from `docs/`)
+//!             errors → HTTP status and text (one place), config (and data
+//!             location), SSE framing, the one log line per request, and the
+//!             documents served about it (`about`: the index, the OpenAPI
+//!             document and the guide from `docs/`)
 //! store/      synchronous storage traits the core runs on (+ in-memory, for tests)
-//! core/       the rules: mailbox state machine, listen sessions (which message a
-//!             waiting socket gets, confirmations, replay; the Worker's stream
-//!             deadlines), permissions, stats, discovery; takes `now`, no I/O
+//! core/       the rules: mailbox state machine (with the follow-ups a change
+//!             owes other objects), listen sessions (which message a waiting
+//!             socket gets, confirmations, replay; the Worker's stream
+//!             deadlines), expiry (due times, lazily stored uses and reads),
+//!             permissions, stats, discovery; takes `now`, no I/O
 //! auth/       who is calling: settings, bearer tokens, Globus and JWT rules
 //! rpc         the calls the Worker makes on Durable Objects, and the frames of
 //!             the sockets between them
 //! edge/       wasm only: the fetch handler, the Worker's side of listen streams
 //!             and long polls (`subscription`), one file per Durable Object
-//!             (Mailbox, Directory), the SQLite stores, authentication I/O
+//!             (Mailbox with its alarm, Directory), carrying out follow-ups
+//!             (`follow_up`), the SQLite stores, authentication I/O
 //! ```
 //!
 //! Dependency rule: `protocol` ← `store` ← `core` ← `auth`, `rpc` ← `edge`.
@@ -30,6 +34,9 @@
 //! applies the core rules over SQLite. `GET /message` and `/mailbox/listen` wait
 //! in the Worker on a WebSocket to the object (`rpc::Subscribe`), which the object
 //! accepts with the hibernation API and pushes messages to when a send wakes it.
+//! Work a mailbox owes other objects (terminate replies, discovery entries) is
+//! stored with the change that owes it and done by the mailbox's object, retried
+//! from its alarm, which also runs expiry.
 
 pub mod auth;
 pub mod core;

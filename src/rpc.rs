@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::core::mailbox::{MailboxStatus, Registration, Termination};
+use crate::core::mailbox::MailboxStatus;
 use crate::core::permission::Identity;
 use crate::core::stats::Stats;
 use crate::protocol::error::ExchangeError;
@@ -32,15 +32,21 @@ pub enum MailboxCall {
     /// [`MailboxCall::NoteSent`] bookkeeping is done in this call, saving a hop.
     ///
     /// `replay_window_s`: how long delivered messages are kept for replay.
+    /// `stamps_heartbeat`: with `from_here`, the send also stamps the sender's
+    /// heartbeat ([`crate::protocol::request::stamps_heartbeat`]).
     Deliver {
         caller: Option<Identity>,
         message: String,
         from_here: bool,
         replay_window_s: f64,
+        stamps_heartbeat: bool,
     },
     /// Sender-side bookkeeping after a delivery (outgoing / completed counts).
+    /// `heartbeat`: the caller, when the send also stamps the sender's heartbeat
+    /// ([`crate::protocol::request::stamps_heartbeat`]); done in the same write.
     NoteSent {
         header: MessageHeader,
+        heartbeat: Option<Identity>,
     },
     Heartbeat {
         caller: Identity,
@@ -64,6 +70,22 @@ pub enum MailboxCall {
     },
 }
 
+impl MailboxCall {
+    /// Whether the call may leave work owed to other objects (terminate
+    /// replies, discovery entries), which the object then carries out before
+    /// answering. A repeated create or terminate carries out what an earlier
+    /// one left owed.
+    pub fn may_owe_follow_ups(&self) -> bool {
+        matches!(
+            self,
+            MailboxCall::Create { .. }
+                | MailboxCall::Terminate { .. }
+                | MailboxCall::Share { .. }
+                | MailboxCall::Unshare { .. }
+        )
+    }
+}
+
 /// A listen stream or long poll asking a mailbox object for messages. Sent as a
 /// WebSocket upgrade request (JSON in the URL's `call` parameter: an upgrade is a
 /// GET, which has no body). The object answers with a socket that it accepts with
@@ -72,6 +94,9 @@ pub enum MailboxCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscribe {
     pub caller: Identity,
+    /// Subscribing also stamps the caller's heartbeat
+    /// ([`crate::protocol::request::stamps_heartbeat`]).
+    pub stamps_heartbeat: bool,
     pub wait: Wait,
     /// How long delivered messages are kept for replay (`REPLAY_WINDOW_S`).
     pub replay_window_s: f64,
@@ -166,9 +191,7 @@ pub enum DirectoryCall {
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Done,
-    Registered(Option<Registration>),
     Status(MailboxStatus),
-    Terminated(Termination),
     Message(String),
     HeartbeatAge(Option<f64>),
     Stats(Stats),
@@ -187,6 +210,7 @@ mod tests {
     fn calls_and_outcomes_survive_json() {
         let call = Subscribe {
             caller: Identity::anonymous(),
+            stamps_heartbeat: true,
             wait: Wait::Stream {
                 last_event_id: Some(7),
             },

@@ -275,4 +275,32 @@ mod tests {
         assert_eq!(unavailable.status(), 503);
         assert!(unavailable.retry_after_s().is_some());
     }
+
+    #[test]
+    fn a_refused_credential_never_reaches_the_request_log() {
+        use crate::protocol::request_log::{Outcome, RequestLog};
+        const SECRET: &str = "tok-very-secret-0123456789";
+        let table =
+            tokens::TokenTable::parse(&format!(r#"{{"{SECRET}": {{"client_id": "a"}}}}"#)).unwrap();
+        let refusals = [
+            table.identify(&format!("{SECRET}-but-wrong")).unwrap_err(),
+            bearer_token(Some(&format!("Basic {SECRET}"))).unwrap_err(),
+            bearer_token(Some(&format!("Bearer {SECRET} extra"))).unwrap_err(),
+            jwt::parse(&format!("{SECRET}.{SECRET}.{SECRET}")).unwrap_err(),
+        ];
+        for refusal in refusals {
+            let error = ExchangeError::from(refusal);
+            let line = RequestLog::new("GET")
+                .record(Outcome {
+                    status: error.status(),
+                    error: Some(&error),
+                    duration_ms: 1,
+                    object_calls: 0,
+                    rows_written: 0,
+                })
+                .to_line();
+            assert!(line.contains(error.kind()), "{line}");
+            assert!(!line.contains(SECRET), "{line}");
+        }
+    }
 }

@@ -101,7 +101,7 @@ impl<S: MailboxStore> Mailbox<S> {
         others: &mut [Subscriber],
         now: f64,
     ) -> Result<Opened> {
-        self.ensure_active(caller)?;
+        self.active_record(caller, now)?;
         let mut superseded = Vec::new();
         let mut kind = kind;
         if let (SubscriberKind::Stream { replay_after }, Some(after)) = (&mut kind, last_event_id) {
@@ -227,6 +227,9 @@ impl<S: MailboxStore> Mailbox<S> {
                 SubscriberKind::Stream { .. } => self.store_mut().mark_delivered(seq, now)?,
                 SubscriberKind::Poll { .. } => self.store_mut().remove(seq)?,
             }
+        }
+        if let Some(record) = self.current()? {
+            self.read(record, now)?;
         }
         Ok(())
     }
@@ -377,6 +380,7 @@ impl StreamSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::expiry::tests::TEST_EXPIRY;
     use crate::protocol::entity::{EntityId, Role};
     use crate::protocol::message::tests::{entity, message_text};
     use crate::protocol::message::IncomingMessage;
@@ -391,7 +395,7 @@ mod tests {
 
     fn mailbox() -> (Mailbox<MemoryMailbox>, EntityId) {
         let id = entity(Role::Agent);
-        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
         mailbox.create(&owner(), &id, None, 0.0).unwrap();
         (mailbox, id)
     }
@@ -450,7 +454,10 @@ mod tests {
             [(0, seqs[STREAM_WINDOW]), (0, seqs[STREAM_WINDOW + 1])]
         );
         // Confirmed messages are no longer queued, but kept.
-        assert_eq!(mailbox.stats(&owner()).unwrap().queued, count as u64 - 2);
+        assert_eq!(
+            mailbox.stats(&owner(), 1.0).unwrap().queued,
+            count as u64 - 2
+        );
     }
 
     #[test]
@@ -504,7 +511,7 @@ mod tests {
             .dispatch(&mut subs, 5.0 + WINDOW)
             .unwrap()
             .is_empty());
-        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 0);
+        assert_eq!(mailbox.stats(&owner(), 1.0).unwrap().queued, 0);
     }
 
     #[test]
@@ -553,7 +560,7 @@ mod tests {
             pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()),
             [(0, seqs[2])]
         );
-        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 1);
+        assert_eq!(mailbox.stats(&owner(), 1.0).unwrap().queued, 1);
     }
 
     #[test]
@@ -610,7 +617,7 @@ mod tests {
         assert_eq!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), [(0, a)]);
         mailbox.confirm(&mut subs[0], a, 3.0).unwrap();
         assert!(mailbox.dispatch(&mut subs, 0.0).unwrap().is_empty());
-        assert_eq!(mailbox.stats(&owner()).unwrap().queued, 1);
+        assert_eq!(mailbox.stats(&owner(), 1.0).unwrap().queued, 1);
         // Nothing of it is kept for replay.
         let mut subs = vec![stream(&mut mailbox, Some(0))];
         assert_ne!(pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap()), [(0, a)]);

@@ -1,17 +1,25 @@
 //! One mailbox's state machine: create, terminate (gravestone), deliver, take and
-//! remove, heartbeats, shares and stats — the rules of upstream's
+//! remove, heartbeats, shares, stats and expiry — the rules of upstream's
 //! `MailboxBackend`, over a [`MailboxStore`].
 //!
+//! Work owed to other objects (terminate replies, discovery entries) is stored
+//! as [`FollowUp`]s in the same write as the change that owes it; the mailbox's
+//! object does it ([`Mailbox::directory_sync`] says what discovery must show).
 //! Listen streams and long polls that wait for messages are in [`super::listen`].
+
+use std::cell::Cell;
 
 use serde::{Deserialize, Serialize};
 
+use super::expiry::{note_read, note_use, Expiry, FOLLOW_UP_RETRY_S};
 use super::permission::{may_access, may_manage_shares, may_share_with, Identity};
 use super::stats::Stats;
 use crate::protocol::entity::EntityId;
 use crate::protocol::error::ExchangeError;
-use crate::protocol::message::{terminated_reply, IncomingMessage, MessageHeader, MessageKind};
-use crate::store::{MailboxRecord, MailboxStore, QueuedMessage};
+use crate::protocol::message::{
+    expired_reply, terminated_reply, IncomingMessage, MessageHeader, MessageKind,
+};
+use crate::store::{FollowUp, MailboxRecord, MailboxStore, QueuedMessage};
 
 type Result<T> = std::result::Result<T, ExchangeError>;
 
@@ -42,7 +50,7 @@ impl From<MailboxStatus> for StatusAnswer {
     }
 }
 
-/// What discovery must learn about an active agent mailbox.
+/// What discovery must learn about an agent mailbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
     pub id: EntityId,
@@ -52,23 +60,45 @@ pub struct Registration {
     pub shares: Vec<String>,
 }
 
-/// The follow-up work of a termination, done by the caller (the Worker) because it
-/// reaches other objects.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Termination {
-    /// Error replies for requests that will never be answered, by requester.
-    pub replies: Vec<(EntityId, String)>,
-    /// The agent to remove from discovery, if this was an active agent.
-    pub unregister: Option<Registration>,
+/// What a mailbox's discovery entries must be now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DirectorySync {
+    /// Not an agent (or nothing stored): no entries.
+    Nothing,
+    /// An active agent: listed under every class of its MRO.
+    List(Registration),
+    /// A terminated or removed agent: listed nowhere.
+    Unlist(Registration),
+}
+
+/// What an expiry alarm found to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AlarmWork {
+    /// Nothing is stored: no alarm is needed.
+    Nothing,
+    /// Due work is done (a dropped queue's replies are stored as follow-ups);
+    /// the next alarm rings at this time.
+    Next(f64),
+    /// The mailbox expired: it answers as missing; once its follow-ups are done
+    /// its storage is to be deleted.
+    Remove,
 }
 
 pub struct Mailbox<S> {
     store: S,
+    expiry: Expiry,
+    /// The time by which the object's alarm must ring, as this object's calls
+    /// so far require (the earliest of them); `None` if they require none.
+    alarm_by: Cell<Option<f64>>,
 }
 
 impl<S: MailboxStore> Mailbox<S> {
-    pub fn new(store: S) -> Self {
-        Self { store }
+    pub fn new(store: S, expiry: Expiry) -> Self {
+        Self {
+            store,
+            expiry,
+            alarm_by: Cell::new(None),
+        }
     }
 
     pub(super) fn store(&self) -> &S {
@@ -79,49 +109,70 @@ impl<S: MailboxStore> Mailbox<S> {
         &mut self.store
     }
 
+    /// The time by which the object's alarm must ring after the calls made on
+    /// this value: an arrival's queue expiry, a follow-up's retry, the
+    /// mailbox's removal.
+    pub fn alarm_by(&self) -> Option<f64> {
+        self.alarm_by.get()
+    }
+
+    fn ring_by(&self, at: f64) {
+        let earliest = self.alarm_by.get().map_or(at, |known| known.min(at));
+        self.alarm_by.set(Some(earliest));
+    }
+
     /// Creates the mailbox if it does not exist. Idempotent; a gravestone stays a
-    /// gravestone. Returns the discovery registration of an active agent (also on
-    /// repeats, so a create retried after a partial failure completes it).
+    /// gravestone. An agent's discovery entries are owed as a follow-up.
     pub fn create(
         &mut self,
         caller: &Identity,
         id: &EntityId,
         agent_mro: Option<Vec<String>>,
         now: f64,
-    ) -> Result<Option<Registration>> {
-        let record = match self.store.load()? {
-            Some(record) => {
+    ) -> Result<()> {
+        match self.store.load()? {
+            Some(record) if record.removed_at.is_none() => {
                 self.check_access(caller, &record)?;
-                record
+                self.used(record, now)?;
+                return Ok(());
             }
-            None => {
-                let record = MailboxRecord {
-                    id: id.clone(),
-                    owner: caller.client_id.clone(),
-                    agent_mro: agent_mro
-                        .filter(|_| id.role == crate::protocol::entity::Role::Agent),
-                    created_at: now,
-                    terminated_at: None,
-                    heartbeat_at: None,
-                    completed: 0,
-                    outgoing: 0,
-                };
-                self.store.save(&record)?;
-                record
+            // Created again while its expired self is being removed: nothing
+            // of that one carries over.
+            Some(_) => {
+                for group in self.store.shares()? {
+                    self.store.remove_share(&group)?;
+                }
             }
-        };
-        if record.terminated_at.is_some() {
-            return Ok(None);
+            None => {}
         }
-        self.registration(&record)
+        let record = MailboxRecord {
+            id: id.clone(),
+            owner: caller.client_id.clone(),
+            agent_mro: agent_mro.filter(|_| id.role == crate::protocol::entity::Role::Agent),
+            created_at: now,
+            terminated_at: None,
+            heartbeat_at: None,
+            completed: 0,
+            outgoing: 0,
+            used_at: Some(now),
+            read_at: None,
+            removed_at: None,
+        };
+        self.store.save(&record)?;
+        if record.agent_mro.is_some() {
+            self.owe(&FollowUp::SyncDirectory, now)?;
+        }
+        self.ring_by(self.expiry.removal_due(&record));
+        Ok(())
     }
 
     /// Missing needs no permission (as upstream); otherwise the caller needs access.
-    pub fn status(&self, caller: &Identity) -> Result<MailboxStatus> {
-        let Some(record) = self.store.load()? else {
+    pub fn status(&mut self, caller: &Identity, now: f64) -> Result<MailboxStatus> {
+        let Some(record) = self.current()? else {
             return Ok(MailboxStatus::Missing);
         };
         self.check_access(caller, &record)?;
+        let record = self.used(record, now)?;
         Ok(if record.terminated_at.is_some() {
             MailboxStatus::Terminated
         } else {
@@ -129,30 +180,48 @@ impl<S: MailboxStore> Mailbox<S> {
         })
     }
 
-    /// Marks the gravestone, drops the queue and answers every request in flight
-    /// (except academy-py 0.1.0's shutdown requests: see [`terminated_reply`]).
+    /// Marks the gravestone, drops the queue and owes a reply to every request
+    /// in flight (except academy-py 0.1.0's shutdown requests: see
+    /// [`terminated_reply`]) and the removal of an agent's discovery entries.
     /// Idempotent, and a no-op for unknown mailboxes.
-    pub fn terminate(&mut self, caller: &Identity, now: f64) -> Result<Termination> {
-        let Some(mut record) = self.store.load()? else {
-            return Ok(Termination::default());
+    pub fn terminate(&mut self, caller: &Identity, now: f64) -> Result<()> {
+        let Some(mut record) = self.current()? else {
+            return Ok(());
         };
         self.check_access(caller, &record)?;
         if record.terminated_at.is_some() {
-            return Ok(Termination::default());
+            self.used(record, now)?;
+            return Ok(());
         }
+        self.close(&mut record, now)
+    }
+
+    /// Termination's changes, all in one write: the gravestone, the queue
+    /// dropped, the follow-ups owed.
+    fn close(&mut self, record: &mut MailboxRecord, now: f64) -> Result<()> {
         record.terminated_at = Some(now);
-        self.store.save(&record)?;
-        self.store.clear_queue()?;
-        let replies = self
-            .store
-            .take_in_flight()?
-            .iter()
-            .filter_map(|request| Some((request.src.clone(), terminated_reply(request)?)))
-            .collect();
-        Ok(Termination {
-            replies,
-            unregister: self.registration(&record)?,
-        })
+        record.used_at = Some(now);
+        self.store.save(record)?;
+        self.store.take_queue()?;
+        for request in self.store.take_in_flight()? {
+            if let Some(text) = terminated_reply(&request) {
+                let to = request.src;
+                self.owe(&FollowUp::Reply { to, text }, now)?;
+            }
+        }
+        if record.agent_mro.is_some() {
+            self.owe(&FollowUp::SyncDirectory, now)?;
+        }
+        self.ring_by(self.expiry.removal_due(record));
+        Ok(())
+    }
+
+    /// Stores a follow-up; the alarm rings to retry it should the first try
+    /// fail or never finish.
+    fn owe(&mut self, follow_up: &FollowUp, now: f64) -> Result<()> {
+        self.store.add_follow_up(follow_up)?;
+        self.ring_by(now + FOLLOW_UP_RETRY_S);
+        Ok(())
     }
 
     /// Queues a message sent to this mailbox. `caller` is `None` for replies the
@@ -166,74 +235,121 @@ impl<S: MailboxStore> Mailbox<S> {
         now: f64,
         replay_window_s: f64,
     ) -> Result<u64> {
-        let record = self.store.load()?.ok_or(ExchangeError::UnknownMailbox)?;
+        let record = self.current()?.ok_or(ExchangeError::UnknownMailbox)?;
         if let Some(caller) = caller {
             self.check_access(caller, &record)?;
         }
         if record.terminated_at.is_some() {
             return Err(ExchangeError::Terminated);
         }
+        self.used(record, now)?;
         let seq = self.store.push(&message.text, now, now - replay_window_s)?;
         if message.header.kind == MessageKind::Request {
             self.store.add_in_flight(&message.header)?;
         }
+        self.ring_by(self.expiry.queue_due_for_arrival(now));
         Ok(seq)
     }
 
     /// Bookkeeping at the *sender's* mailbox once a message is queued at its
     /// destination: a request counts as outgoing; a response completes the request
-    /// it answers. Silently nothing if the sender has no mailbox here.
-    pub fn note_sent(&mut self, header: &MessageHeader) -> Result<()> {
-        let Some(mut record) = self.store.load()? else {
+    /// it answers. With `heartbeat_by` (the caller, for a request that stamps
+    /// heartbeats: [`crate::protocol::request::stamps_heartbeat`]), the send also
+    /// stamps the sender's heartbeat if it is active and the caller may act for
+    /// it, in the same save as the counts. Silently nothing if the sender has no
+    /// mailbox here.
+    pub fn note_sent(
+        &mut self,
+        header: &MessageHeader,
+        heartbeat_by: Option<&Identity>,
+        now: f64,
+    ) -> Result<()> {
+        let Some(mut record) = self.current()? else {
             return Ok(());
         };
-        match header.kind {
-            MessageKind::Request => record.outgoing += 1,
-            MessageKind::Response => {
-                if !self.store.complete_in_flight(header.tag)? {
-                    return Ok(());
-                }
-                record.completed += 1;
+        let counted = match header.kind {
+            MessageKind::Request => {
+                record.outgoing += 1;
+                true
             }
+            MessageKind::Response => {
+                let completed = self.store.complete_in_flight(header.tag)?;
+                if completed {
+                    record.completed += 1;
+                }
+                completed
+            }
+        };
+        let stamped = match heartbeat_by {
+            Some(caller)
+                if record.terminated_at.is_none()
+                    && may_access(caller, &record.owner, &self.store.shares()?) =>
+            {
+                record.heartbeat_at = Some(now);
+                true
+            }
+            _ => false,
+        };
+        if !(counted || stamped) {
+            self.used(record, now)?;
+            return Ok(());
         }
+        // Saved anyway: the use is stamped at no cost.
+        record.used_at = Some(now);
+        self.ring_by(self.expiry.removal_due(&record));
         Ok(self.store.save(&record)?)
     }
 
-    /// Fails unless the mailbox exists, is active and the caller may read it: the
-    /// check a listen stream makes before it opens.
+    /// Fails unless the mailbox exists, is active and the caller may read it:
+    /// the check a waiting socket's messages pass before each push.
     pub fn ensure_active(&self, caller: &Identity) -> Result<()> {
-        self.active_record(caller).map(|_| ())
+        self.active(caller).map(drop)
     }
 
     /// A `GET /message` answered at once: removes and returns the oldest queued
     /// message that no socket holds (`leased`); `None` if there is none.
-    pub fn receive(&mut self, caller: &Identity, leased: &[u64]) -> Result<Option<QueuedMessage>> {
-        self.active_record(caller)?;
+    pub fn receive(
+        &mut self,
+        caller: &Identity,
+        leased: &[u64],
+        now: f64,
+    ) -> Result<Option<QueuedMessage>> {
+        let record = self.active(caller)?;
         let next = self
             .store
             .deliverable(None, leased.len() + 1)?
             .into_iter()
             .find(|message| !leased.contains(&message.seq));
-        if let Some(message) = &next {
-            self.store.remove(message.seq)?;
+        match &next {
+            Some(message) => {
+                self.store.remove(message.seq)?;
+                self.read(record, now)?;
+            }
+            None => {
+                self.used(record, now)?;
+            }
         }
         Ok(next)
     }
 
     pub fn heartbeat(&mut self, caller: &Identity, now: f64) -> Result<()> {
-        let mut record = self.active_record(caller)?;
+        let mut record = self.active(caller)?;
         record.heartbeat_at = Some(now);
+        // Saved anyway: the use is stamped at no cost.
+        record.used_at = Some(now);
+        self.ring_by(self.expiry.removal_due(&record));
         Ok(self.store.save(&record)?)
     }
 
     /// Seconds since the last heartbeat, `None` if there was none.
-    pub fn heartbeat_age(&self, caller: &Identity, now: f64) -> Result<Option<f64>> {
-        let record = self.active_record(caller)?;
+    pub fn heartbeat_age(&mut self, caller: &Identity, now: f64) -> Result<Option<f64>> {
+        let record = self.active_record(caller, now)?;
         Ok(record.heartbeat_at.map(|stamp| (now - stamp).max(0.0)))
     }
 
-    pub fn stats(&self, caller: &Identity) -> Result<Stats> {
+    pub fn stats(&mut self, caller: &Identity, now: f64) -> Result<Stats> {
         let record = self.load(caller)?;
+        let record = self.used(record, now)?;
         Ok(Stats::compute(
             self.store.queued()?,
             self.store.in_flight()?,
@@ -242,40 +358,131 @@ impl<S: MailboxStore> Mailbox<S> {
         ))
     }
 
-    /// Shares with a group; returns the agent's updated discovery registration.
-    pub fn share(&mut self, caller: &Identity, group_id: &str) -> Result<Option<Registration>> {
-        let record = self.owned_record(caller)?;
+    /// Shares with a group; the agent's discovery entries are owed the change.
+    pub fn share(&mut self, caller: &Identity, group_id: &str, now: f64) -> Result<()> {
+        let record = self.owned_record(caller, now)?;
         if !may_share_with(caller, &record.owner, group_id) {
             return Err(ExchangeError::Forbidden);
         }
         self.store.add_share(group_id)?;
-        self.registration(&record)
+        self.shares_changed(&record, now)
     }
 
-    pub fn shares(&self, caller: &Identity) -> Result<Vec<String>> {
-        self.owned_record(caller)?;
+    pub fn shares(&mut self, caller: &Identity, now: f64) -> Result<Vec<String>> {
+        self.owned_record(caller, now)?;
         Ok(self.store.shares()?)
     }
 
-    /// Removing a group the mailbox is not shared with is a no-op. Returns the
-    /// agent's updated discovery registration.
-    pub fn unshare(&mut self, caller: &Identity, group_id: &str) -> Result<Option<Registration>> {
-        let record = self.owned_record(caller)?;
+    /// Removing a group the mailbox is not shared with is a no-op.
+    pub fn unshare(&mut self, caller: &Identity, group_id: &str, now: f64) -> Result<()> {
+        let record = self.owned_record(caller, now)?;
         self.store.remove_share(group_id)?;
-        self.registration(&record)
+        self.shares_changed(&record, now)
     }
 
-    /// What discovery lists for this mailbox, if it is an agent.
-    fn registration(&self, record: &MailboxRecord) -> Result<Option<Registration>> {
-        let Some(mro) = &record.agent_mro else {
-            return Ok(None);
+    fn shares_changed(&mut self, record: &MailboxRecord, now: f64) -> Result<()> {
+        if record.agent_mro.is_some() {
+            self.owe(&FollowUp::SyncDirectory, now)?;
+        }
+        Ok(())
+    }
+
+    /// What this mailbox's discovery entries must be now (also after it was
+    /// removed, until its storage is deleted).
+    pub fn directory_sync(&self) -> Result<DirectorySync> {
+        let Some(record) = self.store.load()? else {
+            return Ok(DirectorySync::Nothing);
         };
-        Ok(Some(Registration {
+        let Some(mro) = &record.agent_mro else {
+            return Ok(DirectorySync::Nothing);
+        };
+        let registration = Registration {
             id: record.id.clone(),
             owner: record.owner.clone(),
             agent_mro: mro.clone(),
             shares: self.store.shares()?,
-        }))
+        };
+        Ok(
+            if record.terminated_at.is_none() && record.removed_at.is_none() {
+                DirectorySync::List(registration)
+            } else {
+                DirectorySync::Unlist(registration)
+            },
+        )
+    }
+
+    /// Whether the mailbox expired and waits for its storage to be deleted.
+    pub fn is_removed(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .load()?
+            .is_some_and(|record| record.removed_at.is_some()))
+    }
+
+    /// The follow-ups still owed, oldest first, with their ids.
+    pub fn follow_ups(&self) -> Result<Vec<(u64, FollowUp)>> {
+        Ok(self.store.follow_ups()?)
+    }
+
+    /// A follow-up succeeded.
+    pub fn follow_up_done(&mut self, id: u64) -> Result<()> {
+        Ok(self.store.remove_follow_up(id)?)
+    }
+
+    /// The expiry alarm rang at `now`: drops a queue nobody read in time
+    /// (owing each dropped request's sender an error reply), or removes a
+    /// mailbox nobody used in time (an active one is first terminated, so its
+    /// requesters and discovery learn of it). Idempotent: a repeat finds
+    /// nothing due, or a removal still to finish.
+    pub fn on_alarm(&mut self, now: f64) -> Result<AlarmWork> {
+        let Some(mut record) = self.store.load()? else {
+            return Ok(AlarmWork::Nothing);
+        };
+        if record.removed_at.is_some() {
+            return Ok(AlarmWork::Remove);
+        }
+        let removal_due = self.expiry.removal_due(&record);
+        if now >= removal_due {
+            record.removed_at = Some(now);
+            if record.terminated_at.is_none() {
+                self.close(&mut record, now)?;
+            } else {
+                self.store.save(&record)?;
+            }
+            return Ok(AlarmWork::Remove);
+        }
+        let queue_due = self
+            .expiry
+            .queue_due(&record, self.store.oldest_unread_at()?);
+        match queue_due {
+            Some(due) if now >= due => {
+                self.drop_queue(now)?;
+                Ok(AlarmWork::Next(removal_due))
+            }
+            Some(due) => Ok(AlarmWork::Next(due.min(removal_due))),
+            None => Ok(AlarmWork::Next(removal_due)),
+        }
+    }
+
+    /// Drops the whole queue; each request in it is no longer in flight, and
+    /// its sender is owed an [`expired_reply`].
+    fn drop_queue(&mut self, now: f64) -> Result<()> {
+        for text in self.store.take_queue()? {
+            let Ok(message) = IncomingMessage::parse(text) else {
+                continue;
+            };
+            let request = message.header;
+            if request.kind != MessageKind::Request
+                || !self.store.complete_in_flight(request.tag)?
+            {
+                continue;
+            }
+            if let Some(text) = expired_reply(&request, self.expiry.message_expiry_s) {
+                let to = request.src;
+                self.owe(&FollowUp::Reply { to, text }, now)?;
+            }
+        }
+        Ok(())
     }
 
     fn check_access(&self, caller: &Identity, record: &MailboxRecord) -> Result<()> {
@@ -286,15 +493,46 @@ impl<S: MailboxStore> Mailbox<S> {
         }
     }
 
+    /// The record as every call but the alarm sees it: a removed mailbox is
+    /// missing.
+    pub(super) fn current(&self) -> Result<Option<MailboxRecord>> {
+        Ok(self
+            .store
+            .load()?
+            .filter(|record| record.removed_at.is_none()))
+    }
+
+    /// Notes a use of the mailbox: saves the record only if its stored use is
+    /// stale, and asks for the alarm of its removal.
+    fn used(&mut self, mut record: MailboxRecord, now: f64) -> Result<MailboxRecord> {
+        if note_use(&self.expiry, &mut record, now) {
+            self.store.save(&record)?;
+        }
+        self.ring_by(self.expiry.removal_due(&record));
+        Ok(record)
+    }
+
+    /// Notes a read of the queue (a use too), saving the record only if a
+    /// stored stamp is stale.
+    pub(super) fn read(&mut self, mut record: MailboxRecord, now: f64) -> Result<()> {
+        let read = note_read(&self.expiry, &mut record, now);
+        let used = note_use(&self.expiry, &mut record, now);
+        if read || used {
+            self.store.save(&record)?;
+        }
+        self.ring_by(self.expiry.removal_due(&record));
+        Ok(())
+    }
+
     /// Exists (404) and the caller may access it (403).
     fn load(&self, caller: &Identity) -> Result<MailboxRecord> {
-        let record = self.store.load()?.ok_or(ExchangeError::UnknownMailbox)?;
+        let record = self.current()?.ok_or(ExchangeError::UnknownMailbox)?;
         self.check_access(caller, &record)?;
         Ok(record)
     }
 
     /// As [`Self::load`], and not terminated (419).
-    fn active_record(&self, caller: &Identity) -> Result<MailboxRecord> {
+    pub(super) fn active(&self, caller: &Identity) -> Result<MailboxRecord> {
         let record = self.load(caller)?;
         match record.terminated_at {
             Some(_) => Err(ExchangeError::Terminated),
@@ -302,22 +540,30 @@ impl<S: MailboxStore> Mailbox<S> {
         }
     }
 
-    /// Share management, checked in upstream's order: 404, 419, then owner-only 403.
-    fn owned_record(&self, caller: &Identity) -> Result<MailboxRecord> {
-        let record = self.store.load()?.ok_or(ExchangeError::UnknownMailbox)?;
+    /// As [`Self::active`]; a use.
+    pub(super) fn active_record(&mut self, caller: &Identity, now: f64) -> Result<MailboxRecord> {
+        let record = self.active(caller)?;
+        self.used(record, now)
+    }
+
+    /// Share management, checked in upstream's order: 404, 419, then owner-only
+    /// 403; a use.
+    fn owned_record(&mut self, caller: &Identity, now: f64) -> Result<MailboxRecord> {
+        let record = self.current()?.ok_or(ExchangeError::UnknownMailbox)?;
         if record.terminated_at.is_some() {
             return Err(ExchangeError::Terminated);
         }
         if !may_manage_shares(caller, &record.owner) {
             return Err(ExchangeError::Forbidden);
         }
-        Ok(record)
+        self.used(record, now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::expiry::tests::TEST_EXPIRY;
     use crate::protocol::entity::Role;
     use crate::protocol::flat_message::tests::flat_text;
     use crate::protocol::message::tests::{entity, message_text};
@@ -341,13 +587,41 @@ mod tests {
     }
 
     fn created(id: &EntityId, owner: &Identity) -> Mailbox<MemoryMailbox> {
-        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
         mailbox.create(owner, id, None, 0.0).unwrap();
         mailbox
     }
 
     fn message(src: &EntityId, dest: &EntityId, kind: &str, tag: Uuid) -> IncomingMessage {
         IncomingMessage::parse(message_text(src, dest, kind, tag)).unwrap()
+    }
+
+    /// The replies the mailbox owes, by requester.
+    fn replies(mailbox: &Mailbox<MemoryMailbox>) -> Vec<(EntityId, String)> {
+        mailbox
+            .follow_ups()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, follow_up)| match follow_up {
+                FollowUp::Reply { to, text } => Some((to, text)),
+                FollowUp::SyncDirectory => None,
+            })
+            .collect()
+    }
+
+    fn owes_directory_sync(mailbox: &Mailbox<MemoryMailbox>) -> bool {
+        mailbox
+            .follow_ups()
+            .unwrap()
+            .iter()
+            .any(|(_, follow_up)| *follow_up == FollowUp::SyncDirectory)
+    }
+
+    /// Marks every follow-up done.
+    fn settle(mailbox: &mut Mailbox<MemoryMailbox>) {
+        for (id, _) in mailbox.follow_ups().unwrap() {
+            mailbox.follow_up_done(id).unwrap();
+        }
     }
 
     #[test]
@@ -378,64 +652,83 @@ mod tests {
     #[test]
     fn a_new_mailbox_is_missing_then_active() {
         let id = entity(Role::User);
-        let mut mailbox = Mailbox::new(MemoryMailbox::default());
-        assert_eq!(mailbox.status(&alice()), Ok(MailboxStatus::Missing));
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
+        assert_eq!(mailbox.status(&alice(), 1.0), Ok(MailboxStatus::Missing));
         mailbox.create(&alice(), &id, None, 1.0).unwrap();
-        assert_eq!(mailbox.status(&alice()), Ok(MailboxStatus::Active));
+        assert_eq!(mailbox.status(&alice(), 1.0), Ok(MailboxStatus::Active));
     }
 
     #[test]
-    fn creating_an_agent_returns_its_registration_and_repeats_are_idempotent() {
+    fn creating_an_agent_owes_its_listing_and_repeats_are_idempotent() {
         let id = entity(Role::Agent);
         let mro = vec!["m.B".to_owned(), "m.A".to_owned()];
-        let mut mailbox = Mailbox::new(MemoryMailbox::default());
-        let first = mailbox
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
+        mailbox
             .create(&alice(), &id, Some(mro.clone()), 1.0)
-            .unwrap()
             .unwrap();
+        assert!(owes_directory_sync(&mailbox));
+        // The retry alarm rings soon after the follow-up was stored.
+        assert_eq!(mailbox.alarm_by(), Some(1.0 + FOLLOW_UP_RETRY_S));
+        let DirectorySync::List(first) = mailbox.directory_sync().unwrap() else {
+            panic!("an active agent is listed");
+        };
         assert_eq!(first.agent_mro, mro);
         assert_eq!(first.owner, "alice");
-        // A repeat (even with another MRO) keeps the first record.
-        let again = mailbox
+        settle(&mut mailbox);
+        // A repeat (even with another MRO) keeps the first record and owes nothing.
+        mailbox
             .create(&alice(), &id, Some(vec!["x.Y".into()]), 2.0)
             .unwrap();
-        assert_eq!(again, Some(first));
+        assert!(mailbox.follow_ups().unwrap().is_empty());
+        assert_eq!(mailbox.directory_sync(), Ok(DirectorySync::List(first)));
     }
 
     #[test]
     fn users_are_never_registered_for_discovery() {
         let id = entity(Role::User);
-        let mut mailbox = Mailbox::new(MemoryMailbox::default());
-        assert_eq!(
-            mailbox.create(&alice(), &id, Some(vec!["m.A".into()]), 1.0),
-            Ok(None)
-        );
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
+        mailbox
+            .create(&alice(), &id, Some(vec!["m.A".into()]), 1.0)
+            .unwrap();
+        assert!(mailbox.follow_ups().unwrap().is_empty());
+        assert_eq!(mailbox.directory_sync(), Ok(DirectorySync::Nothing));
     }
 
     #[test]
     fn a_terminated_mailbox_is_a_gravestone_that_create_does_not_revive() {
         let id = entity(Role::Agent);
-        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
         mailbox
             .create(&alice(), &id, Some(vec!["m.A".into()]), 1.0)
             .unwrap();
-        let termination = mailbox.terminate(&alice(), 2.0).unwrap();
-        assert_eq!(termination.unregister.unwrap().id, id);
-        assert_eq!(
-            mailbox.create(&alice(), &id, Some(vec!["m.A".into()]), 3.0),
-            Ok(None)
-        );
-        assert_eq!(mailbox.status(&alice()), Ok(MailboxStatus::Terminated));
+        settle(&mut mailbox);
+        mailbox.terminate(&alice(), 2.0).unwrap();
+        assert!(owes_directory_sync(&mailbox));
+        let DirectorySync::Unlist(registration) = mailbox.directory_sync().unwrap() else {
+            panic!("a terminated agent is unlisted");
+        };
+        assert_eq!(registration.id, id);
+        mailbox
+            .create(&alice(), &id, Some(vec!["m.A".into()]), 3.0)
+            .unwrap();
+        assert_eq!(mailbox.status(&alice(), 1.0), Ok(MailboxStatus::Terminated));
     }
 
     #[test]
     fn terminate_is_idempotent_and_a_no_op_for_unknown_mailboxes() {
-        let mut unknown = Mailbox::new(MemoryMailbox::default());
-        assert_eq!(unknown.terminate(&alice(), 1.0), Ok(Termination::default()));
-        assert_eq!(unknown.status(&alice()), Ok(MailboxStatus::Missing));
-        let mut mailbox = created(&entity(Role::User), &alice());
+        let mut unknown = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
+        assert_eq!(unknown.terminate(&alice(), 1.0), Ok(()));
+        assert_eq!(unknown.status(&alice(), 1.0), Ok(MailboxStatus::Missing));
+        assert!(unknown.follow_ups().unwrap().is_empty());
+        let (requester, id) = (entity(Role::User), entity(Role::User));
+        let mut mailbox = created(&id, &alice());
+        let request = message(&requester, &id, "request", Uuid::new_v4());
+        mailbox.deliver(None, &request, 1.0, WINDOW).unwrap();
         mailbox.terminate(&alice(), 1.0).unwrap();
-        assert_eq!(mailbox.terminate(&alice(), 2.0), Ok(Termination::default()));
+        assert_eq!(replies(&mailbox).len(), 1);
+        // A repeat owes nothing more: the first reply is still owed once.
+        assert_eq!(mailbox.terminate(&alice(), 2.0), Ok(()));
+        assert_eq!(replies(&mailbox).len(), 1);
     }
 
     #[test]
@@ -449,10 +742,10 @@ mod tests {
             mailbox.deliver(Some(&alice()), item, 1.0, WINDOW).unwrap();
         }
         for item in &sent {
-            let got = mailbox.receive(&alice(), &[]).unwrap().unwrap();
+            let got = mailbox.receive(&alice(), &[], 1.0).unwrap().unwrap();
             assert_eq!(got.text, item.text);
         }
-        assert_eq!(mailbox.receive(&alice(), &[]), Ok(None));
+        assert_eq!(mailbox.receive(&alice(), &[], 1.0), Ok(None));
     }
 
     #[test]
@@ -467,7 +760,7 @@ mod tests {
                 WINDOW,
             )
             .unwrap();
-        mailbox.receive(&alice(), &[]).unwrap();
+        mailbox.receive(&alice(), &[], 1.0).unwrap();
         let second = mailbox
             .deliver(
                 None,
@@ -487,12 +780,12 @@ mod tests {
         let two = message(&src, &dest, "response", Uuid::new_v4());
         let held = mailbox.deliver(None, &one, 1.0, WINDOW).unwrap();
         mailbox.deliver(None, &two, 1.0, WINDOW).unwrap();
-        let got = mailbox.receive(&alice(), &[held]).unwrap().unwrap();
+        let got = mailbox.receive(&alice(), &[held], 1.0).unwrap().unwrap();
         assert_eq!(got.text, two.text);
-        assert_eq!(mailbox.receive(&alice(), &[held]), Ok(None));
+        assert_eq!(mailbox.receive(&alice(), &[held], 1.0), Ok(None));
         // Released by its socket, it is received next.
         assert_eq!(
-            mailbox.receive(&alice(), &[]).unwrap().unwrap().text,
+            mailbox.receive(&alice(), &[], 1.0).unwrap().unwrap().text,
             one.text
         );
     }
@@ -501,7 +794,7 @@ mod tests {
     fn delivery_needs_an_active_mailbox_the_caller_may_access() {
         let (src, dest) = (entity(Role::User), entity(Role::Agent));
         let item = message(&src, &dest, "request", Uuid::new_v4());
-        let mut unknown = Mailbox::new(MemoryMailbox::default());
+        let mut unknown = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
         assert_eq!(
             unknown.deliver(Some(&alice()), &item, 1.0, WINDOW),
             Err(ExchangeError::UnknownMailbox)
@@ -521,16 +814,19 @@ mod tests {
     #[test]
     fn taking_from_unknown_terminated_or_foreign_mailboxes_fails() {
         let id = entity(Role::User);
-        let mut unknown = Mailbox::new(MemoryMailbox::default());
+        let mut unknown = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
         assert_eq!(
-            unknown.receive(&alice(), &[]),
+            unknown.receive(&alice(), &[], 1.0),
             Err(ExchangeError::UnknownMailbox)
         );
         let mut mailbox = created(&id, &alice());
-        assert_eq!(mailbox.receive(&bob(), &[]), Err(ExchangeError::Forbidden));
+        assert_eq!(
+            mailbox.receive(&bob(), &[], 1.0),
+            Err(ExchangeError::Forbidden)
+        );
         mailbox.terminate(&alice(), 1.0).unwrap();
         assert_eq!(
-            mailbox.receive(&alice(), &[]),
+            mailbox.receive(&alice(), &[], 1.0),
             Err(ExchangeError::Terminated)
         );
     }
@@ -552,18 +848,20 @@ mod tests {
         let (mut mailbox, requester, agent, tag) = with_flat_request("ping-request");
         let response = flat_text(&agent, &requester, "ping-response", tag);
         let response = IncomingMessage::parse(response).unwrap();
-        mailbox.note_sent(&response.header).unwrap();
-        let stats = mailbox.stats(&alice()).unwrap();
+        mailbox.note_sent(&response.header, None, 1.0).unwrap();
+        let stats = mailbox.stats(&alice(), 1.0).unwrap();
         assert_eq!((stats.completed, stats.incoming), (1, 1));
-        assert!(mailbox.terminate(&alice(), 2.0).unwrap().replies.is_empty());
+        mailbox.terminate(&alice(), 2.0).unwrap();
+        assert!(replies(&mailbox).is_empty());
     }
 
     #[test]
     fn an_academy_0_1_request_in_flight_is_answered_in_its_flat_layout() {
         let (mut mailbox, requester, _, tag) = with_flat_request("action-request");
-        let termination = mailbox.terminate(&alice(), 2.0).unwrap();
-        let [(to, text)] = termination.replies.as_slice() else {
-            panic!("one reply expected: {:?}", termination.replies);
+        mailbox.terminate(&alice(), 2.0).unwrap();
+        let owed = replies(&mailbox);
+        let [(to, text)] = owed.as_slice() else {
+            panic!("one reply expected: {owed:?}");
         };
         assert_eq!(to, &requester);
         let reply: serde_json::Value = serde_json::from_str(text).unwrap();
@@ -597,16 +895,17 @@ mod tests {
                 WINDOW,
             )
             .unwrap();
-        let termination = mailbox.terminate(&alice(), 2.0).unwrap();
-        assert_eq!(termination.replies.len(), 2);
-        for ((to, text), tag) in termination.replies.iter().zip(tags) {
+        mailbox.terminate(&alice(), 2.0).unwrap();
+        let owed = replies(&mailbox);
+        assert_eq!(owed.len(), 2);
+        for ((to, text), tag) in owed.iter().zip(tags) {
             assert_eq!(to, &requester);
             let reply = IncomingMessage::parse(text.clone()).unwrap();
             assert_eq!(reply.header.tag, tag);
             assert_eq!(reply.header.src, agent);
             assert_eq!(reply.header.kind, MessageKind::Response);
         }
-        assert_eq!(mailbox.stats(&alice()).unwrap().queued, 0);
+        assert_eq!(mailbox.stats(&alice(), 1.0).unwrap().queued, 0);
     }
 
     #[test]
@@ -620,30 +919,34 @@ mod tests {
             receiver
                 .deliver(Some(&alice()), &request, 1.0, WINDOW)
                 .unwrap();
-            sender.note_sent(&request.header).unwrap();
+            sender.note_sent(&request.header, None, 1.0).unwrap();
         }
-        let stats = receiver.stats(&alice()).unwrap();
+        let stats = receiver.stats(&alice(), 1.0).unwrap();
         assert_eq!((stats.queued, stats.incoming, stats.in_progress), (2, 2, 0));
-        receiver.receive(&alice(), &[]).unwrap();
-        let stats = receiver.stats(&alice()).unwrap();
+        receiver.receive(&alice(), &[], 1.0).unwrap();
+        let stats = receiver.stats(&alice(), 1.0).unwrap();
         assert_eq!((stats.queued, stats.in_progress), (1, 1));
         // The agent answers the first request: its mailbox completes it.
         let response = message(&agent, &user, "response", tags[0]);
         sender
             .deliver(Some(&alice()), &response, 2.0, WINDOW)
             .unwrap();
-        receiver.note_sent(&response.header).unwrap();
-        let stats = receiver.stats(&alice()).unwrap();
+        receiver.note_sent(&response.header, None, 1.0).unwrap();
+        let stats = receiver.stats(&alice(), 1.0).unwrap();
         assert_eq!(
             (stats.completed, stats.incoming, stats.in_progress),
             (1, 2, 0)
         );
-        assert_eq!(sender.stats(&alice()).unwrap().outgoing, 2);
+        assert_eq!(sender.stats(&alice(), 1.0).unwrap().outgoing, 2);
         // A response to an unknown request completes nothing.
         receiver
-            .note_sent(&message(&agent, &user, "response", Uuid::new_v4()).header)
+            .note_sent(
+                &message(&agent, &user, "response", Uuid::new_v4()).header,
+                None,
+                1.0,
+            )
             .unwrap();
-        assert_eq!(receiver.stats(&alice()).unwrap().completed, 1);
+        assert_eq!(receiver.stats(&alice(), 1.0).unwrap().completed, 1);
     }
 
     #[test]
@@ -657,7 +960,7 @@ mod tests {
             mailbox.heartbeat_age(&alice(), 14.0),
             Err(ExchangeError::Terminated)
         );
-        let unknown = Mailbox::new(MemoryMailbox::default());
+        let mut unknown = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
         assert_eq!(
             unknown.heartbeat_age(&alice(), 1.0),
             Err(ExchangeError::UnknownMailbox)
@@ -665,9 +968,47 @@ mod tests {
     }
 
     #[test]
+    fn a_send_stamps_the_senders_heartbeat_only_when_asked_and_allowed() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = created(&user, &alice());
+        let request = message(&user, &agent, "request", Uuid::new_v4());
+        sender.note_sent(&request.header, None, 1.0).unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 5.0), Ok(None));
+        sender
+            .note_sent(&request.header, Some(&alice()), 10.0)
+            .unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 12.0), Ok(Some(2.0)));
+        assert_eq!(sender.stats(&alice(), 12.0).unwrap().outgoing, 2);
+        // A response that completes nothing is still a heartbeat.
+        let response = message(&user, &agent, "response", Uuid::new_v4());
+        sender
+            .note_sent(&response.header, Some(&alice()), 11.0)
+            .unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 12.0), Ok(Some(1.0)));
+        // Someone who may not act for the sender does not keep it alive.
+        sender
+            .note_sent(&request.header, Some(&bob()), 20.0)
+            .unwrap();
+        assert_eq!(sender.heartbeat_age(&alice(), 22.0), Ok(Some(11.0)));
+        assert_eq!(sender.stats(&alice(), 22.0).unwrap().outgoing, 3);
+    }
+
+    #[test]
+    fn a_terminated_sender_is_not_stamped() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = created(&user, &alice());
+        sender.terminate(&alice(), 1.0).unwrap();
+        let response = message(&user, &agent, "response", Uuid::new_v4());
+        sender
+            .note_sent(&response.header, Some(&alice()), 2.0)
+            .unwrap();
+        assert_eq!(sender.store().load().unwrap().unwrap().heartbeat_at, None);
+    }
+
+    #[test]
     fn sharing_grants_access_to_group_members_until_unshared() {
         let id = entity(Role::Agent);
-        let mut mailbox = Mailbox::new(MemoryMailbox::default());
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), TEST_EXPIRY);
         mailbox
             .create(&alice(), &id, Some(vec!["m.A".into()]), 0.0)
             .unwrap();
@@ -675,35 +1016,203 @@ mod tests {
             client_id: "carol".into(),
             groups: vec!["team".into()],
         };
-        assert_eq!(mailbox.status(&carol), Err(ExchangeError::Forbidden));
-        let registration = mailbox.share(&alice(), "team").unwrap().unwrap();
+        assert_eq!(mailbox.status(&carol, 1.0), Err(ExchangeError::Forbidden));
+        settle(&mut mailbox);
+        mailbox.share(&alice(), "team", 1.0).unwrap();
+        assert!(owes_directory_sync(&mailbox));
+        let DirectorySync::List(registration) = mailbox.directory_sync().unwrap() else {
+            panic!("an active agent is listed");
+        };
         assert_eq!(registration.shares, vec!["team".to_owned()]);
-        assert_eq!(mailbox.shares(&alice()), Ok(vec!["team".to_owned()]));
-        assert_eq!(mailbox.status(&carol), Ok(MailboxStatus::Active));
-        assert_eq!(mailbox.receive(&carol, &[]), Ok(None));
-        let registration = mailbox.unshare(&alice(), "team").unwrap().unwrap();
+        assert_eq!(mailbox.shares(&alice(), 1.0), Ok(vec!["team".to_owned()]));
+        assert_eq!(mailbox.status(&carol, 1.0), Ok(MailboxStatus::Active));
+        assert_eq!(mailbox.receive(&carol, &[], 1.0), Ok(None));
+        mailbox.unshare(&alice(), "team", 1.0).unwrap();
+        let DirectorySync::List(registration) = mailbox.directory_sync().unwrap() else {
+            panic!("an active agent is listed");
+        };
         assert!(registration.shares.is_empty());
-        assert_eq!(mailbox.status(&carol), Err(ExchangeError::Forbidden));
+        assert_eq!(mailbox.status(&carol, 1.0), Err(ExchangeError::Forbidden));
     }
 
     #[test]
     fn only_the_owner_shares_and_only_with_its_own_groups() {
         let mut mailbox = created(&entity(Role::Agent), &alice());
         assert_eq!(
-            mailbox.share(&alice(), "other"),
+            mailbox.share(&alice(), "other", 1.0),
             Err(ExchangeError::Forbidden)
         );
-        assert_eq!(mailbox.share(&bob(), "team"), Err(ExchangeError::Forbidden));
-        assert_eq!(mailbox.shares(&bob()), Err(ExchangeError::Forbidden));
         assert_eq!(
-            mailbox.unshare(&bob(), "team"),
+            mailbox.share(&bob(), "team", 1.0),
             Err(ExchangeError::Forbidden)
         );
-        assert!(mailbox.unshare(&alice(), "never-shared").is_ok());
+        assert_eq!(mailbox.shares(&bob(), 1.0), Err(ExchangeError::Forbidden));
+        assert_eq!(
+            mailbox.unshare(&bob(), "team", 1.0),
+            Err(ExchangeError::Forbidden)
+        );
+        assert!(mailbox.unshare(&alice(), "never-shared", 1.0).is_ok());
         mailbox.terminate(&alice(), 1.0).unwrap();
         assert_eq!(
-            mailbox.share(&alice(), "team"),
+            mailbox.share(&alice(), "team", 1.0),
             Err(ExchangeError::Terminated)
         );
+    }
+
+    /// Messages expire after 400 s unread (read slack 4 s), mailboxes after
+    /// 1200 s unused (use slack 12 s).
+    const SHORT: Expiry = Expiry {
+        message_expiry_s: 400.0,
+        gravestone_expiry_s: 1200.0,
+    };
+
+    fn short_lived(id: &EntityId, mro: Option<Vec<String>>) -> Mailbox<MemoryMailbox> {
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), SHORT);
+        mailbox.create(&alice(), id, mro, 0.0).unwrap();
+        settle(&mut mailbox);
+        mailbox
+    }
+
+    #[test]
+    fn an_arrival_asks_the_alarm_to_ring_by_its_queue_expiry() {
+        let (src, dest) = (entity(Role::User), entity(Role::Agent));
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), SHORT);
+        mailbox.create(&alice(), &dest, None, 0.0).unwrap();
+        assert_eq!(mailbox.alarm_by(), Some(1212.0));
+        let mut later = Mailbox::new(std::mem::take(&mut mailbox.store), SHORT);
+        let request = message(&src, &dest, "request", Uuid::new_v4());
+        later.deliver(None, &request, 100.0, WINDOW).unwrap();
+        assert_eq!(later.alarm_by(), Some(500.0));
+    }
+
+    #[test]
+    fn an_unread_queue_is_dropped_and_each_request_in_it_is_answered() {
+        let (src, dest) = (entity(Role::User), entity(Role::Agent));
+        let mut mailbox = short_lived(&dest, None);
+        let (request, read_request) = (Uuid::new_v4(), Uuid::new_v4());
+        for tag in [read_request, request] {
+            let sent = message(&src, &dest, "request", tag);
+            mailbox.deliver(None, &sent, 10.0, WINDOW).unwrap();
+        }
+        let response = message(&src, &dest, "response", Uuid::new_v4());
+        mailbox.deliver(None, &response, 20.0, WINDOW).unwrap();
+        // The first request is read (and stays in flight until answered).
+        assert!(mailbox.receive(&alice(), &[], 11.0).unwrap().is_some());
+        // Not due yet: the read renewed the queue (11 s + 4 s slack + 400 s).
+        assert_eq!(mailbox.on_alarm(410.0), Ok(AlarmWork::Next(415.0)));
+        // (Reading the stats is a use: the mailbox lives on from then.)
+        assert_eq!(mailbox.stats(&alice(), 410.0).unwrap().queued, 2);
+        assert_eq!(mailbox.on_alarm(415.0), Ok(AlarmWork::Next(410.0 + 1212.0)));
+        let stats = mailbox.stats(&alice(), 416.0).unwrap();
+        assert_eq!((stats.queued, stats.in_progress), (0, 1));
+        // Only the unread request's sender is answered, with the expiry error.
+        let owed = replies(&mailbox);
+        let [(to, text)] = owed.as_slice() else {
+            panic!("one reply expected: {owed:?}");
+        };
+        assert_eq!(to, &src);
+        let reply = IncomingMessage::parse(text.clone()).unwrap();
+        assert_eq!(reply.header.tag, request);
+        assert!(text.contains("MessageExpiredError"), "{text}");
+        // A repeat of the alarm finds nothing more to do.
+        assert_eq!(mailbox.on_alarm(416.0), Ok(AlarmWork::Next(410.0 + 1212.0)));
+        assert_eq!(replies(&mailbox).len(), 1);
+    }
+
+    #[test]
+    fn a_queue_is_due_from_its_oldest_unread_message_not_its_newest() {
+        let (src, dest) = (entity(Role::User), entity(Role::User));
+        let mut mailbox = short_lived(&dest, None);
+        for now in [10.0, 300.0] {
+            let sent = message(&src, &dest, "response", Uuid::new_v4());
+            mailbox.deliver(None, &sent, now, WINDOW).unwrap();
+        }
+        assert_eq!(mailbox.on_alarm(409.0), Ok(AlarmWork::Next(410.0)));
+        mailbox.on_alarm(410.0).unwrap();
+        assert_eq!(mailbox.stats(&alice(), 411.0).unwrap().queued, 0);
+    }
+
+    #[test]
+    fn an_unused_agent_is_removed_its_requesters_answered_and_unlisted() {
+        let (requester, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut mailbox = short_lived(&agent, Some(vec!["m.A".into()]));
+        let request = message(&requester, &agent, "request", Uuid::new_v4());
+        mailbox.deliver(None, &request, 5.0, WINDOW).unwrap();
+        mailbox.receive(&alice(), &[], 6.0).unwrap().unwrap();
+        // A status read is a use: it renews (a stale stamp is rewritten).
+        mailbox.status(&alice(), 100.0).unwrap();
+        assert_eq!(mailbox.on_alarm(1311.0), Ok(AlarmWork::Next(1312.0)));
+        assert_eq!(mailbox.on_alarm(1312.0), Ok(AlarmWork::Remove));
+        // Gone for every call, though its storage is not deleted yet.
+        assert_eq!(mailbox.status(&alice(), 1313.0), Ok(MailboxStatus::Missing));
+        assert_eq!(
+            mailbox.receive(&alice(), &[], 1313.0),
+            Err(ExchangeError::UnknownMailbox)
+        );
+        assert!(mailbox.is_removed().unwrap());
+        // Its requester learns it is gone; discovery forgets it.
+        let owed = replies(&mailbox);
+        assert_eq!(owed.len(), 1);
+        assert!(owed[0].1.contains("academy-error-response"), "{owed:?}");
+        assert!(owes_directory_sync(&mailbox));
+        assert!(matches!(
+            mailbox.directory_sync(),
+            Ok(DirectorySync::Unlist(_))
+        ));
+        // Ringing again repeats the removal, owing nothing twice.
+        assert_eq!(mailbox.on_alarm(1400.0), Ok(AlarmWork::Remove));
+        assert_eq!(replies(&mailbox).len(), 1);
+    }
+
+    #[test]
+    fn a_gravestone_lives_from_its_last_use_then_is_removed() {
+        let id = entity(Role::Agent);
+        let mut mailbox = short_lived(&id, Some(vec!["m.A".into()]));
+        mailbox.terminate(&alice(), 50.0).unwrap();
+        settle(&mut mailbox);
+        assert_eq!(mailbox.on_alarm(1261.0), Ok(AlarmWork::Next(1262.0)));
+        assert_eq!(
+            mailbox.status(&alice(), 1261.0),
+            Ok(MailboxStatus::Terminated)
+        );
+        // That status was a use.
+        assert_eq!(
+            mailbox.on_alarm(1262.0),
+            Ok(AlarmWork::Next(1261.0 + 1212.0))
+        );
+        assert_eq!(mailbox.on_alarm(1261.0 + 1212.0), Ok(AlarmWork::Remove));
+        assert_eq!(mailbox.status(&alice(), 3000.0), Ok(MailboxStatus::Missing));
+        // A gravestone's follow-ups were done at termination: nothing new.
+        assert!(mailbox.follow_ups().unwrap().is_empty());
+    }
+
+    #[test]
+    fn uses_within_the_slack_write_nothing_and_sends_stamp_the_sender() {
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut sender = short_lived(&user, None);
+        let stamp =
+            |mailbox: &Mailbox<MemoryMailbox>| mailbox.store.load().unwrap().unwrap().used_at;
+        sender.status(&alice(), 11.0).unwrap();
+        assert_eq!(stamp(&sender), Some(0.0));
+        sender.status(&alice(), 13.0).unwrap();
+        assert_eq!(stamp(&sender), Some(13.0));
+        // A sent request is counted in a write that stamps the use as well.
+        let request = message(&user, &agent, "request", Uuid::new_v4());
+        sender.note_sent(&request.header, None, 14.0).unwrap();
+        assert_eq!(stamp(&sender), Some(14.0));
+    }
+
+    #[test]
+    fn a_mailbox_created_again_during_its_removal_starts_afresh() {
+        let id = entity(Role::Agent);
+        let mut mailbox = short_lived(&id, Some(vec!["m.A".into()]));
+        mailbox.share(&alice(), "team", 1.0).unwrap();
+        assert_eq!(mailbox.on_alarm(2000.0), Ok(AlarmWork::Remove));
+        mailbox
+            .create(&alice(), &id, Some(vec!["m.A".into()]), 2001.0)
+            .unwrap();
+        assert!(!mailbox.is_removed().unwrap());
+        assert_eq!(mailbox.shares(&alice(), 2001.0), Ok(vec![]));
+        assert_eq!(mailbox.status(&alice(), 2001.0), Ok(MailboxStatus::Active));
     }
 }

@@ -1,36 +1,47 @@
 //! The public HTTP front. It parses and validates each request, then calls the
 //! object of the mailbox (or class directory) it names, and turns the outcome into
 //! the HTTP answer — every error through [`error_response`], the one mapping.
-//! Work that spans objects (a send's bookkeeping at the sender, terminate replies,
-//! discovery registration) is sequenced here, before the client gets its answer.
+//! A send's bookkeeping at the sender is sequenced here, before the client gets
+//! its answer; the work a mailbox owes other objects (terminate replies,
+//! discovery entries) its own object does (`follow_up`), also before answering.
 
-use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult};
-use worker::{event, Context, Env, ObjectNamespace, Request, Response};
+use worker::{event, Context, Date, Env, Request, Response};
 
 use super::authenticate::authenticate;
-use super::subscription;
-use super::{call_object, internal, js_internal, read_outcome, unexpected, Costs};
+use super::subscription::{self, Waiter};
+use super::{
+    call_object, config, internal, js_internal, read_outcome, setting, unexpected, Costs,
+    PlacedNamespace,
+};
 use crate::auth::AuthSettings;
-use crate::core::directory::entries_for;
-use crate::core::mailbox::{Registration, StatusAnswer, Termination};
+use crate::core::mailbox::StatusAnswer;
 use crate::core::permission::Identity;
 use crate::protocol::about::{self, Page};
 use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
-use crate::protocol::request::{last_event_id, parse_command, Command, Endpoint};
+use crate::protocol::request::{
+    last_event_id, parse_command, stamps_heartbeat, Command, Endpoint, ACADEMY_VERSION_HEADER,
+};
+use crate::protocol::request_log::{self, RequestLog};
 use crate::rpc::{DirectoryCall, MailboxCall, Reply};
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    // The runtime's clock only moves across I/O: the duration is the time spent
+    // waiting on objects, identity providers and the client's body, not CPU time.
+    let started_ms = Date::now().as_millis();
     let costs = Costs::default();
-    let mut response = match handle(&mut request, &env, &costs).await {
+    let mut log = RequestLog::new(request.method().as_ref());
+    let outcome = handle(&mut request, &env, &costs, &mut log).await;
+    write_log(&log, &outcome, started_ms, &costs);
+    let mut response = match outcome {
         Ok(response) => response,
         Err(error) => error_response(&error)?,
     };
@@ -53,20 +64,35 @@ async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<
     Ok(response)
 }
 
-/// The one place an [`ExchangeError`] becomes HTTP: its status and its text as
-/// `text/plain`. Server faults are logged with their cause; clients see only the
-/// public text.
-fn error_response(error: &ExchangeError) -> worker::Result<Response> {
-    match error {
-        ExchangeError::Internal { cause } => worker::console_error!("internal error: {cause}"),
-        ExchangeError::AuthUnavailable { reason } => {
-            worker::console_error!("authentication: {reason}")
-        }
-        ExchangeError::Configuration { reason } => {
-            worker::console_error!("configuration: {reason}")
-        }
-        _ => {}
+/// Writes the request's one log line. A listen stream is logged when its response
+/// starts: its status and costs are those of opening it.
+fn write_log(
+    log: &RequestLog,
+    outcome: &Result<Response, ExchangeError>,
+    started_ms: u64,
+    costs: &Costs,
+) {
+    let record = log.record(request_log::Outcome {
+        status: match outcome {
+            Ok(response) => response.status_code(),
+            Err(error) => error.status(),
+        },
+        error: outcome.as_ref().err(),
+        duration_ms: Date::now().as_millis().saturating_sub(started_ms),
+        object_calls: costs.object_calls.get(),
+        rows_written: costs.rows_written.get(),
+    });
+    if record.is_fault() {
+        worker::console_error!("{}", record.to_line());
+    } else {
+        worker::console_log!("{}", record.to_line());
     }
+}
+
+/// The one place an [`ExchangeError`] becomes HTTP: its status and its text as
+/// `text/plain`. Clients see only the public text; the request's log line carries
+/// a server fault's cause.
+fn error_response(error: &ExchangeError) -> worker::Result<Response> {
     let mut response = Response::builder()
         .with_status(error.status())
         .ok(error.text())?;
@@ -82,8 +108,8 @@ fn error_response(error: &ExchangeError) -> worker::Result<Response> {
 }
 
 struct Objects<'a> {
-    mailboxes: ObjectNamespace,
-    directories: ObjectNamespace,
+    mailboxes: PlacedNamespace,
+    directories: PlacedNamespace,
     costs: &'a Costs,
     config: &'a Config,
 }
@@ -97,60 +123,12 @@ impl Objects<'_> {
         read_outcome(call_object(self.costs, &self.directories, class, call).await?).await
     }
 
-    /// Lists an agent under every class of its MRO, all before answering.
-    async fn register(&self, registration: &Registration) -> Result<(), ExchangeError> {
-        let calls = entries_for(registration)
-            .into_iter()
-            .map(|(class, entry)| async move {
-                self.directory(&class, &DirectoryCall::Register { entry })
-                    .await
-            });
-        join_all(calls)
-            .await
-            .into_iter()
-            .try_for_each(|reply| reply.map(drop))
-    }
-
-    /// After a share or unshare: an agent's directory entries learn its new
-    /// groups before the client is answered, so discovery reflects it at once.
-    async fn share_changed(&self, reply: Reply) -> Result<Response, ExchangeError> {
-        match reply {
-            Reply::Registered(Some(registration)) => self.register(&registration).await?,
-            Reply::Registered(None) => {}
-            other => return Err(unexpected(other)),
+    /// A call whose only answer is success.
+    async fn mailbox_done(&self, uid: Uuid, call: &MailboxCall) -> Result<Response, ExchangeError> {
+        match self.mailbox(uid, call).await? {
+            Reply::Done => empty(),
+            other => Err(unexpected(other)),
         }
-        empty()
-    }
-
-    /// Delivers the terminate replies and removes the agent from discovery.
-    async fn finish_termination(&self, termination: Termination) -> Result<(), ExchangeError> {
-        for (requester, reply) in termination.replies {
-            let call = MailboxCall::Deliver {
-                caller: None,
-                message: reply,
-                from_here: false,
-                replay_window_s: self.config.replay_window_s,
-            };
-            match self.mailbox(requester.uid, &call).await {
-                // A requester that is gone needs no reply (as upstream).
-                Ok(_) | Err(ExchangeError::Terminated | ExchangeError::UnknownMailbox) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        if let Some(registration) = termination.unregister {
-            let uid = registration.id.uid;
-            let calls = entries_for(&registration)
-                .into_iter()
-                .map(|(class, _)| async move {
-                    self.directory(&class, &DirectoryCall::Unregister { uid })
-                        .await
-                });
-            join_all(calls)
-                .await
-                .into_iter()
-                .try_for_each(|reply| reply.map(drop))?;
-        }
-        Ok(())
     }
 }
 
@@ -180,18 +158,11 @@ async fn handle(
     request: &mut Request,
     env: &Env,
     costs: &Costs,
+    log: &mut RequestLog,
 ) -> Result<Response, ExchangeError> {
-    // Settings come from [vars] and, for credentials, secrets; both are strings.
-    let setting = |name: &str| {
-        env.secret(name)
-            .or_else(|_| env.var(name))
-            .ok()
-            .map(|value| value.to_string())
-    };
-    let config =
-        Config::from_vars(setting).map_err(|reason| ExchangeError::Configuration { reason })?;
+    let config = config(env)?;
     costs.reported.set(config.cost_headers);
-    let auth = AuthSettings::from_vars(setting)
+    let auth = AuthSettings::from_vars(|name| setting(env, name))
         .map_err(|reason| ExchangeError::Configuration { reason })?;
     let method = request.method().to_string();
     let url = request.url().map_err(internal("url"))?;
@@ -203,6 +174,7 @@ async fn handle(
             return document_response(about::page(document, accept.as_deref()));
         }
     };
+    log.route = Some(route);
     // Who is calling comes only from the authenticator, never from client headers.
     let caller = authenticate(request, &auth).await?;
 
@@ -215,26 +187,18 @@ async fn handle(
         Vec::new()
     };
     let command = parse_command(route, &query, &body, &config)?;
-    let last_event_id = last_event_id(
-        request
-            .headers()
-            .get("last-event-id")
-            .ok()
-            .flatten()
-            .as_deref(),
-    );
+    log.mailbox = command.mailbox_uid();
+    let header = |name: &str| request.headers().get(name).ok().flatten();
+    let last_event_id = last_event_id(header("last-event-id").as_deref());
+    let stamps_heartbeat = stamps_heartbeat(route, header(ACADEMY_VERSION_HEADER).as_deref());
 
     let objects = Objects {
-        mailboxes: env
-            .durable_object("MAILBOX")
-            .map_err(internal("MAILBOX binding"))?,
-        directories: env
-            .durable_object("DIRECTORY")
-            .map_err(internal("DIRECTORY binding"))?,
+        mailboxes: PlacedNamespace::open(env, "MAILBOX", config.data_location)?,
+        directories: PlacedNamespace::open(env, "DIRECTORY", config.data_location)?,
         costs,
         config: &config,
     };
-    dispatch(command, caller, last_event_id, &objects).await
+    dispatch(command, caller, stamps_heartbeat, last_event_id, &objects).await
 }
 
 /// Reads the request body, and stops at `limit`. A body without a declared length
@@ -289,10 +253,12 @@ async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeErr
     }
 }
 
-/// Carries out one validated command.
+/// Carries out one validated command. `stamps_heartbeat`: the command also
+/// stamps the heartbeat of the mailbox it acts for (see [`stamps_heartbeat`]).
 async fn dispatch(
     command: Command,
     caller: Identity,
+    stamps_heartbeat: bool,
     last_event_id: Option<u64>,
     objects: &Objects<'_>,
 ) -> Result<Response, ExchangeError> {
@@ -304,23 +270,13 @@ async fn dispatch(
                 mailbox: mailbox.clone(),
                 agent,
             };
-            match objects.mailbox(mailbox.uid, &call).await? {
-                Reply::Registered(Some(registration)) => objects.register(&registration).await?,
-                Reply::Registered(None) => {}
-                other => return Err(unexpected(other)),
-            }
-            empty()
+            objects.mailbox_done(mailbox.uid, &call).await
         }
-        Command::Terminate { mailbox } => match objects
-            .mailbox(mailbox.uid, &MailboxCall::Terminate { caller })
-            .await?
-        {
-            Reply::Terminated(termination) => {
-                objects.finish_termination(termination).await?;
-                empty()
-            }
-            other => Err(unexpected(other)),
-        },
+        Command::Terminate { mailbox } => {
+            objects
+                .mailbox_done(mailbox.uid, &MailboxCall::Terminate { caller })
+                .await
+        }
         Command::Status { mailbox } => match objects
             .mailbox(mailbox.uid, &MailboxCall::Status { caller })
             .await?
@@ -331,17 +287,21 @@ async fn dispatch(
         Command::Send { message } => {
             let header = message.header;
             let from_here = header.src.uid == header.dest.uid;
+            // The sender's heartbeat rides on its bookkeeping call (or, sent to
+            // itself, on the delivery): no call or row write of its own.
+            let heartbeat = (stamps_heartbeat && !from_here).then(|| caller.clone());
             let deliver = MailboxCall::Deliver {
                 caller: Some(caller),
                 message: message.text,
                 from_here,
                 replay_window_s: config.replay_window_s,
+                stamps_heartbeat,
             };
             objects.mailbox(header.dest.uid, &deliver).await?;
             if !from_here {
                 let src = header.src.uid;
                 objects
-                    .mailbox(src, &MailboxCall::NoteSent { header })
+                    .mailbox(src, &MailboxCall::NoteSent { header, heartbeat })
                     .await?;
             }
             empty()
@@ -352,7 +312,10 @@ async fn dispatch(
                 objects.costs,
                 &objects.mailboxes,
                 &uid,
-                caller,
+                Waiter {
+                    caller,
+                    stamps_heartbeat,
+                },
                 timeout_s,
                 config,
             )
@@ -365,7 +328,10 @@ async fn dispatch(
                 objects.costs,
                 &objects.mailboxes,
                 &uid,
-                caller,
+                Waiter {
+                    caller,
+                    stamps_heartbeat,
+                },
                 last_event_id,
                 timeout_s,
                 config,
@@ -395,9 +361,7 @@ async fn dispatch(
         }
         Command::Share { mailbox, group_id } => {
             let call = MailboxCall::Share { caller, group_id };
-            objects
-                .share_changed(objects.mailbox(mailbox.uid, &call).await?)
-                .await
+            objects.mailbox_done(mailbox.uid, &call).await
         }
         Command::ListShares { mailbox } => match objects
             .mailbox(mailbox.uid, &MailboxCall::ListShares { caller })
@@ -408,15 +372,12 @@ async fn dispatch(
         },
         Command::Unshare { mailbox, group_id } => {
             let call = MailboxCall::Unshare { caller, group_id };
-            objects
-                .share_changed(objects.mailbox(mailbox.uid, &call).await?)
-                .await
+            objects.mailbox_done(mailbox.uid, &call).await
         }
         Command::Heartbeat { mailbox } => {
             objects
-                .mailbox(mailbox.uid, &MailboxCall::Heartbeat { caller })
-                .await?;
-            empty()
+                .mailbox_done(mailbox.uid, &MailboxCall::Heartbeat { caller })
+                .await
         }
         Command::HeartbeatAge { mailbox } => {
             match objects

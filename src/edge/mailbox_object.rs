@@ -10,22 +10,35 @@
 //! message, then pushes it to a waiting socket ([`crate::core::listen`] decides
 //! which). Each socket's state lives in its attachment, which survives
 //! hibernation; the in-memory copy is rebuilt from the attachments after a wake.
-//! The object runs one event at a time and never holds a `RefCell` borrow across
-//! an `await` (there is none between reading the call and answering).
+//! The object never holds a `RefCell` borrow across an `await`.
+//!
+//! Expiry and follow-ups run on the object's one alarm: every call's rules say by
+//! when it must ring (an arrival's queue expiry, a follow-up's retry, the
+//! mailbox's removal), and the object moves it earlier when needed, in the same
+//! turn as the call's writes (so they commit together). The work a call owes
+//! other objects (terminate replies, discovery entries) is stored by the rules
+//! and carried out here before the call is answered, and by the alarm until it
+//! succeeds.
 
 use std::cell::{Cell, RefCell, RefMut};
+use std::rc::Rc;
+
+use futures::lock::Mutex;
 
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    durable_object, js_sys, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair,
+    durable_object, js_sys, Env, Request, Response, ScheduledTime, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
 };
 
+use super::follow_up::Reach;
 use super::sqlite::rows_written_so_far;
-use super::sqlite::SqliteMailbox;
-use super::{js_internal, now_s, outcome_response, read_call};
+use super::sqlite::{MailboxCache, SqliteMailbox};
+use super::{config, js_internal, now_s, outcome_response, read_call, Costs, OBJECT_CALLS_HEADER};
+use crate::core::expiry::{Expiry, FOLLOW_UP_RETRY_S};
 use crate::core::listen::{Push, Subscriber, SubscriberKind};
-use crate::core::mailbox::Mailbox as MailboxRules;
+use crate::core::mailbox::{AlarmWork, Mailbox as MailboxRules};
+use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::message::IncomingMessage;
 use crate::rpc::{
@@ -58,7 +71,22 @@ const SUPERSEDED: u16 = 4000;
 #[durable_object]
 pub struct Mailbox {
     state: State,
+    env: Env,
     store: SqliteMailbox,
+    cache: Rc<MailboxCache>,
+    /// The settings, read once per instance (the Worker checks them on every
+    /// request and refuses all of them while they are bad, so only an alarm can
+    /// meet bad settings here; it then uses the defaults).
+    config: Config,
+    /// The alarm's time, as last read or set (`None`: not read yet by this
+    /// instance; `Some(None)`: no alarm is set).
+    alarm: Cell<Option<Option<f64>>>,
+    /// The earliest time by which the calls since the last [`Mailbox::arm`]
+    /// need the alarm to ring.
+    alarm_needed_by: Cell<Option<f64>>,
+    /// One follow-up run at a time, so two runs never race to write the same
+    /// discovery entries in different orders.
+    follow_up_turn: Mutex<()>,
     /// Drawn when this instance is constructed (not a global: globals survive an
     /// eviction), so a caller can tell that the object slept and was rebuilt.
     boot_id: String,
@@ -105,7 +133,7 @@ impl Sockets {
 }
 
 impl worker::DurableObject for Mailbox {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         CONSTRUCTED.with(|count| count.set(count.get() + 1));
         // Pings are answered by the runtime, without waking this object.
         match worker::worker_sys::WebSocketRequestResponsePair::new(PING, PONG) {
@@ -116,9 +144,20 @@ impl worker::DurableObject for Mailbox {
             }
             Err(error) => worker::console_error!("auto-response pair: {error:?}"),
         }
+        let config = config(&env).unwrap_or_else(|error| {
+            worker::console_error!("mailbox settings: {error:?}");
+            Config::default()
+        });
+        let cache = Rc::new(MailboxCache::default());
         Self {
-            store: SqliteMailbox::new(state.storage().sql(), Default::default()),
+            store: SqliteMailbox::new(state.storage().sql(), cache.clone()),
+            cache,
             state,
+            env,
+            config,
+            alarm: Cell::new(None),
+            alarm_needed_by: Cell::new(None),
+            follow_up_turn: Mutex::new(()),
             boot_id: random_id(),
             sockets: RefCell::new(None),
         }
@@ -126,25 +165,92 @@ impl worker::DurableObject for Mailbox {
 
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
         let rows_before = rows_written_so_far();
+        if let Err(error) = self.read_alarm().await {
+            return self.answer(&Err(error), rows_before);
+        }
         let is_upgrade = request
             .headers()
             .get("upgrade")
             .ok()
             .flatten()
             .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+        // The calls this object makes for the caller (its follow-ups).
+        let costs = Costs::default();
         let outcome = if is_upgrade {
             match subscribe_call(&request).and_then(|call| self.subscribe(call)) {
-                Ok(Subscribed::Socket(client)) => return Response::from_websocket(client),
+                Ok(Subscribed::Socket(client)) => {
+                    self.arm().await;
+                    return Response::from_websocket(client);
+                }
                 Ok(Subscribed::Answered(reply)) => Ok(reply),
                 Err(error) => Err(error),
             }
         } else {
-            match read_call(&request).await {
-                Ok(call) => self.apply(call),
+            match read_call::<MailboxCall>(&request).await {
+                Ok(call) => {
+                    let owes = call.may_owe_follow_ups();
+                    let outcome = self.apply(call);
+                    self.arm().await;
+                    match outcome {
+                        Ok(reply) if owes => self.follow_up(&costs).await.map(|()| reply),
+                        other => other,
+                    }
+                }
                 Err(error) => Err(error),
             }
         };
-        self.answer(&outcome, rows_before)
+        self.arm().await;
+        let mut response = self.answer(&outcome, rows_before)?;
+        response
+            .headers_mut()
+            .set(OBJECT_CALLS_HEADER, &costs.object_calls.get().to_string())?;
+        Ok(response)
+    }
+
+    /// The alarm rang: expiry's due work, then the follow-ups owed; the alarm is
+    /// set again for the next due time (sooner if a follow-up failed). Each step
+    /// is idempotent, since an alarm may ring more than once.
+    async fn alarm(&self) -> worker::Result<Response> {
+        // The alarm that rang is spent.
+        self.alarm.set(Some(None));
+        let now = now_s();
+        let work = self.rules_then(|rules| rules.on_alarm(now));
+        let next = match work {
+            Ok(AlarmWork::Nothing) => None,
+            Ok(AlarmWork::Next(at)) => match self.follow_up(&Costs::default()).await {
+                Ok(()) => Some(at),
+                Err(error) => {
+                    worker::console_error!("follow-ups: {error:?}");
+                    Some(at.min(now + FOLLOW_UP_RETRY_S))
+                }
+            },
+            Ok(AlarmWork::Remove) => {
+                // Waiting sockets learn the mailbox is gone.
+                self.dispatch(now);
+                match self.follow_up(&Costs::default()).await {
+                    Ok(()) => match self.delete_storage().await {
+                        Ok(()) => None,
+                        Err(error) => {
+                            worker::console_error!("removal: {error:?}");
+                            Some(now + FOLLOW_UP_RETRY_S)
+                        }
+                    },
+                    Err(error) => {
+                        worker::console_error!("follow-ups: {error:?}");
+                        Some(now + FOLLOW_UP_RETRY_S)
+                    }
+                }
+            }
+            Err(error) => {
+                worker::console_error!("expiry: {error:?}");
+                Some(now + FOLLOW_UP_RETRY_S)
+            }
+        };
+        if let Some(at) = next {
+            self.need_alarm_by(Some(at));
+        }
+        self.arm().await;
+        Response::empty()
     }
 
     async fn websocket_message(
@@ -158,9 +264,14 @@ impl worker::DurableObject for Mailbox {
         let Some(seq) = parse_confirmation(&text) else {
             return Ok(());
         };
-        if let Err(error) = self.confirmed(&ws, seq) {
+        let confirmed = match self.read_alarm().await {
+            Ok(()) => self.confirmed(&ws, seq),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = confirmed {
             worker::console_error!("confirming {seq}: {error:?}");
         }
+        self.arm().await;
         Ok(())
     }
 
@@ -208,7 +319,101 @@ fn random_id() -> String {
 
 impl Mailbox {
     fn rules(&self) -> MailboxRules<SqliteMailbox> {
-        MailboxRules::new(self.store.clone())
+        let expiry = Expiry {
+            message_expiry_s: self.config.message_expiry_s as f64,
+            gravestone_expiry_s: self.config.gravestone_expiry_s as f64,
+        };
+        MailboxRules::new(self.store.clone(), expiry)
+    }
+
+    /// Runs `work` on the rules, and notes by when it needs the alarm.
+    fn rules_then<T>(&self, work: impl FnOnce(&mut MailboxRules<SqliteMailbox>) -> T) -> T {
+        let mut rules = self.rules();
+        let result = work(&mut rules);
+        self.need_alarm_by(rules.alarm_by());
+        result
+    }
+
+    fn need_alarm_by(&self, at: Option<f64>) {
+        let earliest = match (self.alarm_needed_by.get(), at) {
+            (Some(known), Some(at)) => Some(known.min(at)),
+            (known, at) => known.or(at),
+        };
+        self.alarm_needed_by.set(earliest);
+    }
+
+    /// Learns the alarm's time, once per instance, so that [`Self::arm`] can
+    /// decide without waiting (and so in the same turn as the writes).
+    async fn read_alarm(&self) -> Result<(), ExchangeError> {
+        if self.alarm.get().is_none() {
+            let at = self
+                .state
+                .storage()
+                .get_alarm()
+                .await
+                .map_err(|e| ExchangeError::internal(format!("alarm: {e}")))?;
+            self.alarm.set(Some(at.map(|ms| ms as f64 / 1000.0)));
+        }
+        Ok(())
+    }
+
+    /// Moves the alarm earlier if the calls since the last arm need it sooner
+    /// than it rings (or no alarm is set). Most calls need no change, so most
+    /// write nothing. A failure is logged: the next call or alarm retries.
+    async fn arm(&self) {
+        let Some(needed) = self.alarm_needed_by.take() else {
+            return;
+        };
+        if let Some(Some(at)) = self.alarm.get() {
+            if at <= needed {
+                return;
+            }
+        }
+        // An absolute time (an integer given to `set_alarm` is an offset).
+        let at = js_sys::Date::new(&JsValue::from_f64((needed * 1000.0).ceil()));
+        match self.state.storage().set_alarm(ScheduledTime::new(at)).await {
+            Ok(()) => self.alarm.set(Some(Some(needed))),
+            Err(error) => {
+                // Unknown again: the next call reads it.
+                self.alarm.set(None);
+                worker::console_error!("set alarm: {error}");
+            }
+        }
+    }
+
+    /// Carries out every follow-up still owed; fails with the first failure
+    /// (the rest stay owed, and the alarm retries them).
+    async fn follow_up(&self, costs: &Costs) -> Result<(), ExchangeError> {
+        let _turn = self.follow_up_turn.lock().await;
+        let rules = self.rules();
+        let owed = rules.follow_ups()?;
+        if owed.is_empty() {
+            return Ok(());
+        }
+        let reach = Reach::new(&self.env, &self.config, costs)?;
+        let (done, failure) = reach.carry_out(owed, rules.directory_sync()?).await;
+        let mut rules = self.rules();
+        for id in done {
+            rules.follow_up_done(id)?;
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Deletes everything the expired mailbox stored, unless it was created
+    /// again meanwhile; from now on it is missing.
+    async fn delete_storage(&self) -> Result<(), ExchangeError> {
+        let still_removed =
+            self.rules().follow_ups().map(|owed| owed.is_empty())? && self.rules().is_removed()?;
+        if !still_removed {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let failed = |e: worker::Error| ExchangeError::internal(format!("delete storage: {e}"));
+        storage.delete_alarm().await.map_err(failed)?;
+        storage.delete_all().await.map_err(failed)?;
+        self.cache.forget_all();
+        self.alarm.set(Some(None));
+        Ok(())
     }
 
     /// An object's answer to the Worker, with the rows written and this instance's
@@ -225,52 +430,61 @@ impl Mailbox {
 
     /// Every call that answers at once.
     fn apply(&self, call: MailboxCall) -> Outcome {
-        let mut mailbox = self.rules();
         let now = now_s();
+        self.rules_then(|mailbox| self.apply_rules(mailbox, call, now))
+    }
+
+    fn apply_rules(
+        &self,
+        mailbox: &mut MailboxRules<SqliteMailbox>,
+        call: MailboxCall,
+        now: f64,
+    ) -> Outcome {
+        let done = |()| Reply::Done;
         match call {
             MailboxCall::Create {
                 caller,
                 mailbox: id,
                 agent,
-            } => mailbox
-                .create(&caller, &id, agent, now)
-                .map(Reply::Registered),
-            MailboxCall::Status { caller } => mailbox.status(&caller).map(Reply::Status),
+            } => mailbox.create(&caller, &id, agent, now).map(done),
+            MailboxCall::Status { caller } => mailbox.status(&caller, now).map(Reply::Status),
             MailboxCall::Terminate { caller } => {
-                let termination = mailbox.terminate(&caller, now)?;
+                mailbox.terminate(&caller, now)?;
                 // Every waiting stream and poll is told, and its socket closed.
                 self.dispatch(now);
-                Ok(Reply::Terminated(termination))
+                Ok(Reply::Done)
             }
             MailboxCall::Deliver {
                 caller,
                 message,
                 from_here,
                 replay_window_s,
+                stamps_heartbeat,
             } => {
                 let message = IncomingMessage::parse(message)
                     .map_err(|reason| ExchangeError::field("message", reason))?;
                 mailbox.deliver(caller.as_ref(), &message, now, replay_window_s)?;
                 if from_here {
-                    mailbox.note_sent(&message.header)?;
+                    let heartbeat_by = caller.as_ref().filter(|_| stamps_heartbeat);
+                    mailbox.note_sent(&message.header, heartbeat_by, now)?;
                 }
                 self.dispatch(now);
                 Ok(Reply::Done)
             }
-            MailboxCall::NoteSent { header } => mailbox.note_sent(&header).map(|()| Reply::Done),
-            MailboxCall::Heartbeat { caller } => {
-                mailbox.heartbeat(&caller, now).map(|()| Reply::Done)
-            }
+            MailboxCall::NoteSent { header, heartbeat } => mailbox
+                .note_sent(&header, heartbeat.as_ref(), now)
+                .map(done),
+            MailboxCall::Heartbeat { caller } => mailbox.heartbeat(&caller, now).map(done),
             MailboxCall::HeartbeatAge { caller } => {
                 mailbox.heartbeat_age(&caller, now).map(Reply::HeartbeatAge)
             }
-            MailboxCall::Stats { caller } => mailbox.stats(&caller).map(Reply::Stats),
+            MailboxCall::Stats { caller } => mailbox.stats(&caller, now).map(Reply::Stats),
             MailboxCall::Share { caller, group_id } => {
-                mailbox.share(&caller, &group_id).map(Reply::Registered)
+                mailbox.share(&caller, &group_id, now).map(done)
             }
-            MailboxCall::ListShares { caller } => mailbox.shares(&caller).map(Reply::Shares),
+            MailboxCall::ListShares { caller } => mailbox.shares(&caller, now).map(Reply::Shares),
             MailboxCall::Unshare { caller, group_id } => {
-                mailbox.unshare(&caller, &group_id).map(Reply::Registered)
+                mailbox.unshare(&caller, &group_id, now).map(done)
             }
         }
     }
@@ -280,6 +494,9 @@ impl Mailbox {
     fn subscribe(&self, call: Subscribe) -> Result<Subscribed, ExchangeError> {
         let now = now_s();
         let mut rules = self.rules();
+        if call.stamps_heartbeat {
+            rules.heartbeat(&call.caller, now)?;
+        }
         let mut sockets = self.sockets()?;
         let (kind, last_event_id) = match call.wait {
             Wait::Poll => {
@@ -288,7 +505,9 @@ impl Mailbox {
                     .iter()
                     .flat_map(|subscriber| subscriber.pending.iter().copied())
                     .collect();
-                if let Some(message) = rules.receive(&call.caller, &leased)? {
+                let received = rules.receive(&call.caller, &leased, now);
+                self.need_alarm_by(rules.alarm_by());
+                if let Some(message) = received? {
                     return Ok(Subscribed::Answered(Reply::Message(message.text)));
                 }
                 (SubscriberKind::Poll { served: false }, None)
@@ -297,14 +516,16 @@ impl Mailbox {
                 (SubscriberKind::Stream { replay_after: None }, last_event_id)
             }
         };
-        let opened = match rules.subscribe(
+        let opened = rules.subscribe(
             &call.caller,
             kind,
             last_event_id,
             call.replay_window_s,
             &mut sockets.subscribers,
             now,
-        ) {
+        );
+        self.need_alarm_by(rules.alarm_by());
+        let opened = match opened {
             Ok(opened) => opened,
             Err(error) => {
                 drop(sockets);
@@ -342,9 +563,8 @@ impl Mailbox {
             let Some(index) = sockets.index_of(&tag) else {
                 return Ok(());
             };
-            let confirmed = self
-                .rules()
-                .confirm(&mut sockets.subscribers[index], seq, now);
+            let confirmed =
+                self.rules_then(|rules| rules.confirm(&mut sockets.subscribers[index], seq, now));
             if let Err(error) = confirmed {
                 drop(sockets);
                 self.forget_sockets();

@@ -1,11 +1,15 @@
 //! The wasm shell: everything that touches `worker` types, the clock or the network.
 //! `fetch` is the public HTTP front; `mailbox_object` and `directory_object` are the
-//! Durable Objects; `sqlite` implements the core's store traits over their SQLite.
+//! Durable Objects; `sqlite` implements the core's store traits over their SQLite;
+//! `follow_up` carries out the work a mailbox owes other objects; `placement`
+//! decides where the objects the Worker reaches live.
 
 mod authenticate;
 mod directory_object;
 mod fetch;
+mod follow_up;
 mod mailbox_object;
+mod placement;
 mod sqlite;
 mod subscription;
 
@@ -13,14 +17,31 @@ use std::cell::{Cell, RefCell};
 
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{js_sys, web_sys, Date, ObjectNamespace, Response};
+use worker::{js_sys, web_sys, Date, Env, Response};
 
+use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::rpc::{Outcome, Reply};
+use placement::PlacedNamespace;
 
 /// Seconds since the epoch: the `now` every core operation takes.
 fn now_s() -> f64 {
     Date::now().as_millis() as f64 / 1000.0
+}
+
+/// The exchange's settings from the Worker's `[vars]` and, for credentials,
+/// secrets (both are strings).
+fn config(env: &Env) -> Result<Config, ExchangeError> {
+    Config::from_vars(|name| setting(env, name))
+        .map_err(|reason| ExchangeError::Configuration { reason })
+}
+
+/// One setting: a secret of that name, else a var.
+fn setting(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .or_else(|_| env.var(name))
+        .ok()
+        .map(|value| value.to_string())
 }
 
 /// Any runtime failure is an internal fault (never the client's).
@@ -30,6 +51,10 @@ fn internal(context: &str) -> impl Fn(worker::Error) -> ExchangeError + '_ {
 
 /// The header in which an object reports the SQLite rows one call wrote.
 const ROWS_WRITTEN_HEADER: &str = "x-exchange-rows-written";
+
+/// The header in which an object reports the object calls it made for one call
+/// (its follow-ups): they count as the caller's.
+const OBJECT_CALLS_HEADER: &str = "x-exchange-object-calls";
 
 /// What one public request cost: object calls made and SQLite rows they wrote.
 /// Sent back as response headers when `EXCHANGE_COST_HEADERS` is set (benchmarks).
@@ -47,14 +72,18 @@ struct Costs {
 
 impl Costs {
     fn record(&self, response: &web_sys::Response) {
-        let rows = response
-            .headers()
-            .get(ROWS_WRITTEN_HEADER)
-            .ok()
-            .flatten()
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(0);
-        self.object_calls.set(self.object_calls.get() + 1);
+        let count = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .ok()
+                .flatten()
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let rows = count(ROWS_WRITTEN_HEADER);
+        let nested = count(OBJECT_CALLS_HEADER);
+        self.object_calls.set(self.object_calls.get() + 1 + nested);
         self.rows_written.set(self.rows_written.get() + rows);
         let reported = [
             mailbox_object::BOOT_HEADER,
@@ -89,7 +118,7 @@ fn js_internal(context: &str) -> impl Fn(JsValue) -> ExchangeError + '_ {
 /// of each object call.
 async fn call_object(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     name: &str,
     call: &impl serde::Serialize,
 ) -> Result<web_sys::Response, ExchangeError> {
@@ -105,14 +134,11 @@ async fn call_object(
 /// Sends `request` to the object `name` of `namespace`; returns its raw response.
 async fn fetch_object(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     name: &str,
     request: &web_sys::Request,
 ) -> Result<web_sys::Response, ExchangeError> {
-    let stub: worker::worker_sys::DurableObject = namespace
-        .get_by_name(name)
-        .map_err(internal("object stub"))?
-        .into_rpc();
+    let stub: worker::worker_sys::DurableObject = namespace.stub(name)?.into_rpc();
     let promise = stub
         .fetch_with_request(request)
         .map_err(js_internal("object call"))?;

@@ -12,8 +12,8 @@ use worker::{SqlStorage, SqlStorageValue};
 
 use crate::protocol::message::MessageHeader;
 use crate::store::{
-    next_seq, DirectoryEntry, DirectoryStore, MailboxRecord, MailboxStore, QueuedMessage, Replay,
-    StoreError, StoreResult,
+    next_seq, DirectoryEntry, DirectoryStore, FollowUp, MailboxRecord, MailboxStore, QueuedMessage,
+    Replay, StoreError, StoreResult,
 };
 
 thread_local! {
@@ -81,6 +81,16 @@ pub struct MailboxCache {
     last_seq: Cell<Option<u64>>,
 }
 
+impl MailboxCache {
+    /// The object's storage was deleted: nothing is stored any more.
+    pub fn forget_all(&self) {
+        self.tables.set(Some(false));
+        *self.record.borrow_mut() = Some(None);
+        *self.shares.borrow_mut() = Some(Vec::new());
+        self.last_seq.set(None);
+    }
+}
+
 /// One mailbox's tables, read through the object's [`MailboxCache`].
 #[derive(Clone)]
 pub struct SqliteMailbox {
@@ -96,6 +106,7 @@ impl SqliteMailbox {
             seq INTEGER PRIMARY KEY, text TEXT NOT NULL, enqueued_at REAL NOT NULL,
             delivered_at REAL);
         CREATE TABLE IF NOT EXISTS in_flight (tag TEXT PRIMARY KEY, header TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS follow_ups (id INTEGER PRIMARY KEY, follow_up TEXT NOT NULL);
     ";
 
     pub fn new(sql: SqlStorage, cache: Rc<MailboxCache>) -> Self {
@@ -131,7 +142,12 @@ impl SqliteMailbox {
                 vec![],
             )?;
         }
-        Ok(())
+        // Added with expiry; writes nothing when it exists.
+        execute(
+            &self.sql,
+            "CREATE TABLE IF NOT EXISTS follow_ups (id INTEGER PRIMARY KEY, follow_up TEXT NOT NULL)",
+            vec![],
+        )
     }
 
     fn create_tables(&self) -> StoreResult<()> {
@@ -337,8 +353,28 @@ impl MailboxStore for SqliteMailbox {
         )
     }
 
-    fn clear_queue(&mut self) -> StoreResult<()> {
-        execute(&self.sql, "DELETE FROM messages", vec![])
+    fn oldest_unread_at(&self) -> StoreResult<Option<f64>> {
+        #[derive(Deserialize)]
+        struct Oldest {
+            at: Option<f64>,
+        }
+        Ok(query::<Oldest>(
+            &self.sql,
+            "SELECT MIN(enqueued_at) AS at FROM messages WHERE delivered_at IS NULL",
+            vec![],
+        )?
+        .first()
+        .and_then(|row| row.at))
+    }
+
+    fn take_queue(&mut self) -> StoreResult<Vec<String>> {
+        let unread = query::<MessageRow>(
+            &self.sql,
+            "SELECT seq, text FROM messages WHERE delivered_at IS NULL ORDER BY seq",
+            vec![],
+        )?;
+        execute(&self.sql, "DELETE FROM messages", vec![])?;
+        Ok(unread.into_iter().map(|row| row.text).collect())
     }
 
     fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()> {
@@ -365,6 +401,42 @@ impl MailboxStore for SqliteMailbox {
     fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>> {
         let rows = query::<HeaderRow>(&self.sql, "DELETE FROM in_flight RETURNING header", vec![])?;
         rows.iter().map(|row| from_json(&row.header)).collect()
+    }
+
+    fn add_follow_up(&mut self, follow_up: &FollowUp) -> StoreResult<()> {
+        self.create_tables()?;
+        execute(
+            &self.sql,
+            "INSERT INTO follow_ups (follow_up) VALUES (?)",
+            vec![to_json(follow_up)?.into()],
+        )
+    }
+
+    fn follow_ups(&self) -> StoreResult<Vec<(u64, FollowUp)>> {
+        #[derive(Deserialize)]
+        struct FollowUpRow {
+            id: u64,
+            follow_up: String,
+        }
+        if !self.tables_exist()? {
+            return Ok(Vec::new());
+        }
+        query::<FollowUpRow>(
+            &self.sql,
+            "SELECT id, follow_up FROM follow_ups ORDER BY id",
+            vec![],
+        )?
+        .into_iter()
+        .map(|row| Ok((row.id, from_json(&row.follow_up)?)))
+        .collect()
+    }
+
+    fn remove_follow_up(&mut self, id: u64) -> StoreResult<()> {
+        execute(
+            &self.sql,
+            "DELETE FROM follow_ups WHERE id = ?",
+            vec![(id as i64).into()],
+        )
     }
 }
 

@@ -17,9 +17,9 @@ use futures::{stream, StreamExt};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::ext::{ResponseExt, WebSocketExt};
-use worker::{js_sys, web_sys, Delay, Headers, ObjectNamespace, Response};
+use worker::{js_sys, web_sys, Delay, Headers, Response};
 
-use super::{fetch_object, js_internal, now_s, read_outcome, unexpected, Costs};
+use super::{fetch_object, js_internal, now_s, read_outcome, unexpected, Costs, PlacedNamespace};
 use crate::core::listen::{StreamSession, StreamStep};
 use crate::core::permission::Identity;
 use crate::protocol::config::Config;
@@ -35,6 +35,14 @@ const RETRY_MS: u64 = 100;
 /// this many tries rather than spin until its deadline.
 const POLL_ATTEMPTS: u32 = 5;
 
+/// Who waits for messages, as the Worker learned it from the request.
+pub(super) struct Waiter {
+    pub(super) caller: Identity,
+    /// Waiting also stamps the caller's heartbeat
+    /// ([`crate::protocol::request::stamps_heartbeat`]).
+    pub(super) stamps_heartbeat: bool,
+}
+
 /// What the object answered a subscription with.
 enum Opened {
     Socket(ObjectSocket),
@@ -46,7 +54,7 @@ enum Opened {
 /// URL carries the call.
 async fn open(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     uid: &str,
     call: &Subscribe,
 ) -> Result<Opened, ExchangeError> {
@@ -170,14 +178,15 @@ async fn arrival_before(socket: &mut ObjectSocket, until: f64) -> Option<Arrival
 /// `GET /message`: the oldest message, waiting up to `timeout_s` for one.
 pub(super) async fn receive(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     uid: &str,
-    caller: Identity,
+    waiter: Waiter,
     timeout_s: f64,
     config: &Config,
 ) -> Result<String, ExchangeError> {
     let call = Subscribe {
-        caller,
+        caller: waiter.caller,
+        stamps_heartbeat: waiter.stamps_heartbeat,
         wait: Wait::Poll,
         replay_window_s: config.replay_window_s,
     };
@@ -214,15 +223,16 @@ pub(super) async fn receive(
 /// error the object answered at once (unknown, terminated, forbidden).
 pub(super) async fn listen(
     costs: &Costs,
-    namespace: &ObjectNamespace,
+    namespace: &PlacedNamespace,
     uid: &str,
-    caller: Identity,
+    waiter: Waiter,
     last_event_id: Option<u64>,
     timeout_s: f64,
     config: &Config,
 ) -> Result<Response, ExchangeError> {
     let call = Subscribe {
-        caller,
+        caller: waiter.caller,
+        stamps_heartbeat: waiter.stamps_heartbeat,
         wait: Wait::Stream { last_event_id },
         replay_window_s: config.replay_window_s,
     };

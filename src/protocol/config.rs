@@ -9,9 +9,9 @@ pub struct Config {
     pub listen_timeout_s: f64,
     /// Largest accepted message text, in bytes.
     pub message_size_limit: u64,
-    /// Queued messages unread this long are dropped (stored now; enforced later).
+    /// A queue nobody reads this long is dropped (`core::expiry`).
     pub message_expiry_s: u64,
-    /// Gravestones are kept this long (stored now; enforced later).
+    /// A mailbox nobody uses this long is removed (`core::expiry`).
     pub gravestone_expiry_s: u64,
     /// Longest gap between bytes on an idle listen stream. Edges cut idle
     /// connections after ~100 s; 15 s keeps every proxy we know of happy.
@@ -22,6 +22,9 @@ pub struct Config {
     /// Report object calls and SQLite rows written per request in response headers
     /// (`x-exchange-object-calls`, `x-exchange-rows-written`): for benchmarks.
     pub cost_headers: bool,
+    /// Where mailbox and directory objects are created (`DATA_JURISDICTION`,
+    /// `DATA_LOCATION_HINT`).
+    pub data_location: DataLocation,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             sse_keepalive_s: 15.0,
             replay_window_s: 60.0,
             cost_headers: false,
+            data_location: DataLocation::default(),
         }
     }
 }
@@ -56,6 +60,20 @@ impl Config {
             sse_keepalive_s: seconds(&var, "SSE_KEEPALIVE_S", defaults.sse_keepalive_s)?,
             replay_window_s: seconds(&var, "REPLAY_WINDOW_S", defaults.replay_window_s)?,
             cost_headers: flag(&var, "EXCHANGE_COST_HEADERS")?,
+            data_location: DataLocation {
+                jurisdiction: one_of(
+                    &var,
+                    "DATA_JURISDICTION",
+                    Jurisdiction::ALL,
+                    Jurisdiction::as_str,
+                )?,
+                location_hint: one_of(
+                    &var,
+                    "DATA_LOCATION_HINT",
+                    LocationHint::ALL,
+                    LocationHint::as_str,
+                )?,
+            },
         })
     }
 
@@ -67,6 +85,117 @@ impl Config {
             .saturating_mul(6)
             .saturating_add(64 * 1024)
     }
+}
+
+/// Where this deployment's Durable Objects are created. Unset, Cloudflare places each
+/// object near the request that first reaches it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataLocation {
+    /// Objects are created, run and store their data only inside it. It is part of
+    /// every object's id: the same mailbox uid names a different object in another
+    /// jurisdiction (or in none).
+    pub jurisdiction: Option<Jurisdiction>,
+    /// Where a new object is preferably created; best effort, and ignored for
+    /// objects that exist already.
+    pub location_hint: Option<LocationHint>,
+}
+
+/// The jurisdictions Durable Objects can be restricted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jurisdiction {
+    /// The European Union.
+    Eu,
+    /// FedRAMP-compliant data centers.
+    Fedramp,
+    /// FedRAMP High-compliant data centers.
+    FedrampHigh,
+    /// The United States.
+    Us,
+}
+
+impl Jurisdiction {
+    const ALL: &'static [Self] = &[Self::Eu, Self::Fedramp, Self::FedrampHigh, Self::Us];
+
+    /// The name the runtime takes (`DurableObjectNamespace.jurisdiction(name)`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eu => "eu",
+            Self::Fedramp => "fedramp",
+            Self::FedrampHigh => "fedramp-high",
+            Self::Us => "us",
+        }
+    }
+}
+
+/// The regions a new Durable Object can be hinted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationHint {
+    WesternNorthAmerica,
+    EasternNorthAmerica,
+    SouthAmerica,
+    WesternEurope,
+    EasternEurope,
+    AsiaPacific,
+    Oceania,
+    Africa,
+    MiddleEast,
+}
+
+impl LocationHint {
+    const ALL: &'static [Self] = &[
+        Self::WesternNorthAmerica,
+        Self::EasternNorthAmerica,
+        Self::SouthAmerica,
+        Self::WesternEurope,
+        Self::EasternEurope,
+        Self::AsiaPacific,
+        Self::Oceania,
+        Self::Africa,
+        Self::MiddleEast,
+    ];
+
+    /// The name the runtime takes (`getByName(name, { locationHint })`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WesternNorthAmerica => "wnam",
+            Self::EasternNorthAmerica => "enam",
+            Self::SouthAmerica => "sam",
+            Self::WesternEurope => "weur",
+            Self::EasternEurope => "eeur",
+            Self::AsiaPacific => "apac",
+            Self::Oceania => "oc",
+            Self::Africa => "afr",
+            Self::MiddleEast => "me",
+        }
+    }
+}
+
+/// A setting that names one of `options` (by `as_str`), or `None` when absent or empty.
+fn one_of<T: Copy>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    options: &[T],
+    as_str: fn(T) -> &'static str,
+) -> Result<Option<T>, String> {
+    let Some(text) = var(name) else {
+        return Ok(None);
+    };
+    let value = text.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    options
+        .iter()
+        .copied()
+        .find(|option| as_str(*option) == value)
+        .map(Some)
+        .ok_or_else(|| {
+            let allowed: Vec<&str> = options.iter().map(|option| as_str(*option)).collect();
+            format!(
+                "{name} must be one of {} (or unset), got {text:?}",
+                allowed.join(", ")
+            )
+        })
 }
 
 /// The longest a seconds setting may be: these settings become timers, and the
@@ -162,9 +291,54 @@ mod tests {
             ("LISTEN_TIMEOUT_S", "1e300"),
             ("SSE_KEEPALIVE_S", "2073601"),
             ("EXCHANGE_COST_HEADERS", "yes"),
+            ("DATA_JURISDICTION", "EU"),
+            ("DATA_LOCATION_HINT", "mars"),
         ] {
             let error = from(&[(name, value)]).unwrap_err();
             assert!(error.contains(name), "{error}");
         }
+    }
+
+    #[test]
+    fn objects_have_no_placement_unless_one_is_set() {
+        assert_eq!(from(&[]).unwrap().data_location, DataLocation::default());
+        let blank = from(&[("DATA_JURISDICTION", " "), ("DATA_LOCATION_HINT", "")]).unwrap();
+        assert_eq!(blank.data_location, DataLocation::default());
+    }
+
+    #[test]
+    fn every_jurisdiction_and_location_hint_is_read_by_its_runtime_name() {
+        for jurisdiction in Jurisdiction::ALL {
+            let config = from(&[("DATA_JURISDICTION", jurisdiction.as_str())]).unwrap();
+            assert_eq!(config.data_location.jurisdiction, Some(*jurisdiction));
+        }
+        for hint in LocationHint::ALL {
+            let config = from(&[("DATA_LOCATION_HINT", &format!(" {} ", hint.as_str()))]).unwrap();
+            assert_eq!(config.data_location.location_hint, Some(*hint));
+        }
+        let both = from(&[("DATA_JURISDICTION", "eu"), ("DATA_LOCATION_HINT", "weur")]).unwrap();
+        assert_eq!(
+            both.data_location,
+            DataLocation {
+                jurisdiction: Some(Jurisdiction::Eu),
+                location_hint: Some(LocationHint::WesternEurope),
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_placement_names_the_variable_and_the_allowed_values() {
+        let error = from(&[("DATA_JURISDICTION", "europe")]).unwrap_err();
+        assert_eq!(
+            error,
+            "DATA_JURISDICTION must be one of eu, fedramp, fedramp-high, us (or unset), \
+             got \"europe\""
+        );
+        let error = from(&[("DATA_LOCATION_HINT", "us-east")]).unwrap_err();
+        assert_eq!(
+            error,
+            "DATA_LOCATION_HINT must be one of wnam, enam, sam, weur, eeur, apac, oc, afr, me \
+             (or unset), got \"us-east\""
+        );
     }
 }

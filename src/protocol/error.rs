@@ -82,6 +82,29 @@ impl ExchangeError {
         }
     }
 
+    /// The error's name, as its `error` tag reads on the wire between object and
+    /// Worker: what the request log records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidBody { .. } => "invalid_body",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::InvalidTimeout { .. } => "invalid_timeout",
+            Self::UnknownRoute { .. } => "unknown_route",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenRejected { .. } => "token_rejected",
+            Self::AuthUnavailable { .. } => "auth_unavailable",
+            Self::Forbidden => "forbidden",
+            Self::UnknownMailbox => "unknown_mailbox",
+            Self::Timeout => "timeout",
+            Self::MessageTooLarge { .. } => "message_too_large",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Terminated => "terminated",
+            Self::Configuration { .. } => "configuration",
+            Self::Internal { .. } => "internal",
+        }
+    }
+
     /// Seconds a client should wait before retrying, sent as `Retry-After`.
     pub fn retry_after_s(&self) -> Option<u32> {
         match self {
@@ -186,6 +209,38 @@ mod tests {
         let error = ExchangeError::internal("sqlite: disk I/O error");
         assert_eq!(error.status(), 500);
         assert!(!error.text().contains("sqlite"));
+    }
+
+    #[test]
+    fn an_errors_kind_is_its_wire_tag() {
+        for error in [
+            ExchangeError::InvalidBody { reason: "x".into() },
+            ExchangeError::field("mailbox", "missing"),
+            ExchangeError::InvalidTimeout { max_s: 60.0 },
+            ExchangeError::UnknownRoute {
+                method: "GET".into(),
+                path: "/x".into(),
+            },
+            ExchangeError::MethodNotAllowed {
+                method: "PUT".into(),
+                path: "/mailbox".into(),
+                allow: "POST, DELETE, GET".into(),
+            },
+            ExchangeError::Unauthorized,
+            ExchangeError::TokenRejected { reason: "x".into() },
+            ExchangeError::AuthUnavailable { reason: "x".into() },
+            ExchangeError::Forbidden,
+            ExchangeError::UnknownMailbox,
+            ExchangeError::Timeout,
+            ExchangeError::MessageTooLarge { size: 2, limit: 1 },
+            ExchangeError::BodyTooLarge { size: 2, limit: 1 },
+            ExchangeError::Terminated,
+            ExchangeError::Configuration { reason: "x".into() },
+            ExchangeError::internal("x"),
+        ] {
+            let wire = serde_json::to_value(&error).unwrap();
+            assert_eq!(wire["error"], error.kind(), "{error:?}");
+        }
     }
 
     #[test]

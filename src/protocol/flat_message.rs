@@ -91,7 +91,31 @@ pub(super) fn terminated_reply(
     request: &MessageHeader,
     flat_request: &FlatRequest,
 ) -> Option<String> {
-    let exception = STANDARD.encode(mailbox_closed_pickle(&request.dest));
+    error_reply(request, flat_request, &mailbox_closed_pickle(&request.dest))
+}
+
+/// The response of the request's own type, from its destination, carrying
+/// `TimeoutError(<reason>)`: the request expired unread in the destination's
+/// queue. None for a shutdown request, as [`terminated_reply`].
+pub(super) fn expired_reply(
+    request: &MessageHeader,
+    flat_request: &FlatRequest,
+    reason: &str,
+) -> Option<String> {
+    error_reply(
+        request,
+        flat_request,
+        &exception_pickle("builtins\nTimeoutError", reason),
+    )
+}
+
+/// A response of the request's own type carrying `pickle` as its exception.
+fn error_reply(
+    request: &MessageHeader,
+    flat_request: &FlatRequest,
+    pickle: &[u8],
+) -> Option<String> {
+    let exception = STANDARD.encode(pickle);
     let payload = match flat_request {
         FlatRequest::Action { action } => ReplyPayload::ActionResponse {
             action,
@@ -146,10 +170,20 @@ enum ReplyPayload<'a> {
 /// argument, so the error reads as 0.1.0's own: "Mailbox for AgentID<x> has been
 /// closed."
 fn mailbox_closed_pickle(mailbox: &EntityId) -> Vec<u8> {
-    let argument = printed_id(mailbox);
+    exception_pickle(
+        "academy.exception\nMailboxClosedError",
+        &printed_id(mailbox),
+    )
+}
+
+/// A pickle (protocol 2) of the exception class `global` (`module\nclass`)
+/// called with the one string `argument`.
+fn exception_pickle(global: &str, argument: &str) -> Vec<u8> {
     // A name from a message within the size limit always fits.
     let length = u32::try_from(argument.len()).unwrap_or(u32::MAX);
-    let mut pickle = b"\x80\x02cacademy.exception\nMailboxClosedError\nX".to_vec();
+    let mut pickle = b"\x80\x02c".to_vec();
+    pickle.extend_from_slice(global.as_bytes());
+    pickle.extend_from_slice(b"\nX");
     pickle.extend_from_slice(&length.to_le_bytes());
     pickle.extend_from_slice(argument.as_bytes());
     pickle.extend_from_slice(b"\x85R.");

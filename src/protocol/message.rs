@@ -119,15 +119,7 @@ pub fn terminated_reply(request: &MessageHeader) -> Option<String> {
         return flat_message::terminated_reply(request, flat_request);
     }
     let reply = json!({
-        "header": {
-            "src": request.dest,
-            "dest": request.src,
-            "tag": request.tag,
-            "label": request.label,
-            "kind": MessageKind::Response,
-            "protocol_version": request.protocol_version,
-            "academy_version": ACADEMY_VERSION,
-        },
+        "header": reply_header(request),
         "body": {
             "error_code": 0,
             "mailbox_id": request.dest,
@@ -135,6 +127,49 @@ pub fn terminated_reply(request: &MessageHeader) -> Option<String> {
         },
     });
     Some(reply.to_string())
+}
+
+/// The reply the exchange sends, on the destination's behalf, to the sender of a
+/// request that expired unread in the destination's queue (`MESSAGE_EXPIRY_S`):
+/// an error response the client raises from the call that sent the request, so
+/// no caller waits forever. Upstream drops such requests silently (its issue
+/// #203). academy-py 0.5 and 1.0 read it as a `user-error-response` whose
+/// exception is JSON (no pickle: the exchange writes no Python objects) and
+/// raise `AcademyRemoteError` with `reason` in its text; 0.1.0 gets a pickled
+/// `TimeoutError` in its own layout.
+pub fn expired_reply(request: &MessageHeader, expiry_s: f64) -> Option<String> {
+    let reason = format!(
+        "MessageExpiredError: the request was not read by {} within {expiry_s} s \
+         (MESSAGE_EXPIRY_S) and was dropped by the exchange",
+        request.dest.uid
+    );
+    if let Some(flat_request) = &request.flat_request {
+        return flat_message::expired_reply(request, flat_request, &reason);
+    }
+    let exception = json!({ "__exception__": true, "exception_str": reason });
+    let reply = json!({
+        "header": reply_header(request),
+        "body": {
+            "kind": "user-error-response",
+            "serialization": "json",
+            "exception": exception.to_string(),
+        },
+    });
+    Some(reply.to_string())
+}
+
+/// The header of a reply the exchange writes to `request`: src and dest
+/// swapped, tag and label kept, the request's protocol version.
+fn reply_header(request: &MessageHeader) -> serde_json::Value {
+    json!({
+        "src": request.dest,
+        "dest": request.src,
+        "tag": request.tag,
+        "label": request.label,
+        "kind": MessageKind::Response,
+        "protocol_version": request.protocol_version,
+        "academy_version": ACADEMY_VERSION,
+    })
 }
 
 #[cfg(test)]
@@ -267,5 +302,47 @@ pub(crate) mod tests {
         // And it is itself a valid message the exchange would accept.
         let parsed = IncomingMessage::parse(terminated_reply(&request.header).unwrap()).unwrap();
         assert_eq!(parsed.header.kind, MessageKind::Response);
+    }
+
+    #[test]
+    fn the_expired_reply_carries_a_json_exception_saying_why() {
+        let (src, dest, tag) = (entity(Role::User), entity(Role::Agent), Uuid::new_v4());
+        let request = IncomingMessage::parse(message_text(&src, &dest, "request", tag)).unwrap();
+        let text = expired_reply(&request.header, 4.0).unwrap();
+        let reply: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(reply["header"]["dest"], serde_json::to_value(&src).unwrap());
+        assert_eq!(reply["header"]["tag"], tag.to_string());
+        assert_eq!(reply["body"]["kind"], "user-error-response");
+        assert_eq!(reply["body"]["serialization"], "json");
+        // The exception is itself JSON text, as academy's JSON serializer writes it.
+        let exception: Value =
+            serde_json::from_str(reply["body"]["exception"].as_str().unwrap()).unwrap();
+        assert_eq!(exception["__exception__"], true);
+        let reason = exception["exception_str"].as_str().unwrap();
+        assert!(reason.contains("MessageExpiredError"), "{reason}");
+        assert!(reason.contains(&dest.uid.to_string()), "{reason}");
+        assert_eq!(
+            IncomingMessage::parse(text).unwrap().header.kind,
+            MessageKind::Response
+        );
+    }
+
+    #[test]
+    fn a_flat_request_expires_into_a_pickled_timeout_error_in_its_own_layout() {
+        use crate::protocol::flat_message::tests::flat_text;
+        let (src, dest, tag) = (entity(Role::User), entity(Role::Agent), Uuid::new_v4());
+        let request =
+            IncomingMessage::parse(flat_text(&src, &dest, "action-request", tag)).unwrap();
+        let reply: Value =
+            serde_json::from_str(&expired_reply(&request.header, 4.0).unwrap()).unwrap();
+        assert_eq!(reply["kind"], "action-response");
+        assert_eq!(reply["tag"], tag.to_string());
+        let pickled = reply["exception"][1].as_str().unwrap();
+        use base64::Engine;
+        let pickle = base64::engine::general_purpose::STANDARD
+            .decode(pickled)
+            .unwrap();
+        assert!(pickle.starts_with(b"\x80\x02cbuiltins\nTimeoutError\nX"));
+        assert!(pickle.ends_with(b"\x85R."));
     }
 }

@@ -13,6 +13,7 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::{to_raw_value, RawValue};
+use uuid::Uuid;
 
 use super::config::Config;
 use super::entity::{EntityId, JsonKind};
@@ -57,6 +58,28 @@ pub enum Route {
     Heartbeat,
     HeartbeatAge,
     Stats,
+}
+
+impl Route {
+    /// The route's name in the request log: stable, and free of anything the client
+    /// put in the URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::CreateMailbox => "create_mailbox",
+            Route::Terminate => "terminate",
+            Route::Status => "status",
+            Route::Send => "send",
+            Route::Receive => "receive",
+            Route::Listen => "listen",
+            Route::Discover => "discover",
+            Route::Share => "share",
+            Route::ListShares => "list_shares",
+            Route::Unshare => "unshare",
+            Route::Heartbeat => "heartbeat",
+            Route::HeartbeatAge => "heartbeat_age",
+            Route::Stats => "stats",
+        }
+    }
 }
 
 impl Endpoint {
@@ -174,11 +197,47 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The mailbox the request acts on (a send's destination); `None` for discovery,
+    /// which names a class.
+    pub fn mailbox_uid(&self) -> Option<Uuid> {
+        match self {
+            Command::Send { message } => Some(message.header.dest.uid),
+            Command::Discover { .. } => None,
+            Command::CreateMailbox { mailbox, .. }
+            | Command::Terminate { mailbox }
+            | Command::Status { mailbox }
+            | Command::Receive { mailbox, .. }
+            | Command::Listen { mailbox, .. }
+            | Command::Share { mailbox, .. }
+            | Command::ListShares { mailbox }
+            | Command::Unshare { mailbox, .. }
+            | Command::Heartbeat { mailbox }
+            | Command::HeartbeatAge { mailbox }
+            | Command::Stats { mailbox } => Some(mailbox.uid),
+        }
+    }
+}
+
 /// The `Last-Event-Id` a reconnecting listen stream sends: the id of the last
 /// event it parsed. Anything but a positive integer means none (academy's client
 /// treats 0 as none, and never sends anything else).
 pub fn last_event_id(header: Option<&str>) -> Option<u64> {
     header?.trim().parse().ok().filter(|id| *id > 0)
+}
+
+/// The header every academy-py 1.0 request carries (in the client session's
+/// default headers); clients before 1.0 send none.
+pub const ACADEMY_VERSION_HEADER: &str = "academy_version";
+
+/// Whether a request also stamps the heartbeat of the mailbox it acts for (a
+/// send's sender, a receive's or listen's mailbox). academy-py 0.5 clients never
+/// send `POST /mailbox/heartbeat`: their server stamped the heartbeat whenever a
+/// client sent, received or opened a stream, and so does this exchange for
+/// requests without [`ACADEMY_VERSION_HEADER`]. Clients that send it (1.0 and
+/// later) send their heartbeats themselves, and their messages write no extra row.
+pub fn stamps_heartbeat(route: Route, academy_version: Option<&str>) -> bool {
+    academy_version.is_none() && matches!(route, Route::Send | Route::Receive | Route::Listen)
 }
 
 /// Parses the fields of a request for `route`. `query` holds the decoded query
@@ -513,7 +572,6 @@ mod tests {
     use crate::protocol::entity::Role;
     use crate::protocol::message::tests::{entity, message_text};
     use serde_json::{json, Value};
-    use uuid::Uuid;
 
     fn parse(route: Route, body: Value) -> Result<Command, ExchangeError> {
         parse_command(route, &[], body.to_string().as_bytes(), &Config::default())
@@ -539,6 +597,31 @@ mod tests {
             Some("1.5"),
         ] {
             assert_eq!(last_event_id(none), None, "{none:?}");
+        }
+    }
+
+    #[test]
+    fn only_sends_receives_and_listens_without_the_academy_version_header_stamp_heartbeats() {
+        let stamping = [Route::Send, Route::Receive, Route::Listen];
+        for route in stamping {
+            assert!(stamps_heartbeat(route, None), "{route:?}");
+            assert!(!stamps_heartbeat(route, Some("1.0.0")), "{route:?}");
+            // Any value, even an empty one, marks a client that sends heartbeats.
+            assert!(!stamps_heartbeat(route, Some("")), "{route:?}");
+        }
+        for route in [
+            Route::CreateMailbox,
+            Route::Terminate,
+            Route::Status,
+            Route::Discover,
+            Route::Share,
+            Route::ListShares,
+            Route::Unshare,
+            Route::Heartbeat,
+            Route::HeartbeatAge,
+            Route::Stats,
+        ] {
+            assert!(!stamps_heartbeat(route, None), "{route:?}");
         }
     }
 
@@ -765,6 +848,23 @@ mod tests {
             json!({"mailbox": id_field(&id), "timeout": "soon"}),
         );
         assert_eq!(typed.unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn a_command_names_its_mailbox_and_a_send_its_destination() {
+        let src = entity(Role::User);
+        let dest = entity(Role::Agent);
+        let text = message_text(&src, &dest, "request", Uuid::new_v4());
+        let send = parse(Route::Send, json!({ "message": text })).unwrap();
+        assert_eq!(send.mailbox_uid(), Some(dest.uid));
+        let stats = parse(Route::Stats, json!({"mailbox": id_field(&src)})).unwrap();
+        assert_eq!(stats.mailbox_uid(), Some(src.uid));
+        let discover = parse(
+            Route::Discover,
+            json!({"agent": "m.A", "allow_subclasses": true}),
+        )
+        .unwrap();
+        assert_eq!(discover.mailbox_uid(), None);
     }
 
     #[test]

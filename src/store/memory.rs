@@ -14,6 +14,10 @@ pub struct MemoryMailbox {
     queue: BTreeMap<u64, (String, Option<f64>)>,
     last_seq: u64,
     in_flight: Vec<MessageHeader>,
+    /// By sequence number: when each queued message arrived.
+    arrivals: BTreeMap<u64, f64>,
+    follow_ups: BTreeMap<u64, FollowUp>,
+    last_follow_up: u64,
 }
 
 impl MailboxStore for MemoryMailbox {
@@ -38,11 +42,13 @@ impl MailboxStore for MemoryMailbox {
     fn push(&mut self, text: &str, now: f64, recycle_before: f64) -> StoreResult<u64> {
         if let Some(entry) = self.queue.first_entry() {
             if entry.get().1.is_some_and(|at| at < recycle_before) {
+                self.arrivals.remove(entry.key());
                 entry.remove();
             }
         }
         self.last_seq = next_seq(self.last_seq, now);
         self.queue.insert(self.last_seq, (text.to_owned(), None));
+        self.arrivals.insert(self.last_seq, now);
         Ok(self.last_seq)
     }
     fn deliverable(&self, replay: Option<Replay>, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
@@ -69,14 +75,26 @@ impl MailboxStore for MemoryMailbox {
     }
     fn remove(&mut self, seq: u64) -> StoreResult<()> {
         self.queue.remove(&seq);
+        self.arrivals.remove(&seq);
         Ok(())
     }
     fn queued(&self) -> StoreResult<u64> {
         Ok(self.queue.values().filter(|(_, at)| at.is_none()).count() as u64)
     }
-    fn clear_queue(&mut self) -> StoreResult<()> {
-        self.queue.clear();
-        Ok(())
+    fn oldest_unread_at(&self) -> StoreResult<Option<f64>> {
+        Ok(self
+            .queue
+            .iter()
+            .find(|(_, (_, delivered_at))| delivered_at.is_none())
+            .map(|(seq, _)| self.arrivals[seq]))
+    }
+    fn take_queue(&mut self) -> StoreResult<Vec<String>> {
+        self.arrivals.clear();
+        Ok(std::mem::take(&mut self.queue)
+            .into_values()
+            .filter(|(_, delivered_at)| delivered_at.is_none())
+            .map(|(text, _)| text)
+            .collect())
     }
     fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()> {
         self.in_flight.retain(|known| known.tag != header.tag);
@@ -93,6 +111,23 @@ impl MailboxStore for MemoryMailbox {
     }
     fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>> {
         Ok(std::mem::take(&mut self.in_flight))
+    }
+    fn add_follow_up(&mut self, follow_up: &FollowUp) -> StoreResult<()> {
+        self.last_follow_up += 1;
+        self.follow_ups
+            .insert(self.last_follow_up, follow_up.clone());
+        Ok(())
+    }
+    fn follow_ups(&self) -> StoreResult<Vec<(u64, FollowUp)>> {
+        Ok(self
+            .follow_ups
+            .iter()
+            .map(|(id, follow_up)| (*id, follow_up.clone()))
+            .collect())
+    }
+    fn remove_follow_up(&mut self, id: u64) -> StoreResult<()> {
+        self.follow_ups.remove(&id);
+        Ok(())
     }
 }
 

@@ -30,7 +30,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// is never renamed or removed, and every field added after the first version
 /// carries `#[serde(default)]`, so a record written by older code still reads;
 /// fields this code does not know (written by newer code) are ignored. Every
-/// field below is from the first version.
+/// field up to `outgoing` is from the first version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MailboxRecord {
     pub id: EntityId,
@@ -46,6 +46,33 @@ pub struct MailboxRecord {
     pub completed: u64,
     /// Requests this mailbox has sent.
     pub outgoing: u64,
+    /// When the mailbox was last used, as stored: a use rewrites it only once
+    /// it is older than [`crate::core::expiry::Expiry::use_slack`], so uses
+    /// cost no extra row write. `None` in records from before expiry: then the
+    /// latest of creation, heartbeat and termination stands in.
+    #[serde(default)]
+    pub used_at: Option<f64>,
+    /// When a message was last read, stored as lazily as `used_at` (with
+    /// [`crate::core::expiry::Expiry::read_slack`]).
+    #[serde(default)]
+    pub read_at: Option<f64>,
+    /// Set when the mailbox expired: it answers as missing while its
+    /// follow-ups finish, then its storage is deleted.
+    #[serde(default)]
+    pub removed_at: Option<f64>,
+}
+
+/// Work a mailbox owes other objects, stored in the same write as the change
+/// that makes it owed, and done by the mailbox's object until it succeeds (so a
+/// crash between the two cannot lose it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FollowUp {
+    /// Queue `text`, an error reply the exchange writes, in `to`'s mailbox.
+    Reply { to: EntityId, text: String },
+    /// Bring the mailbox's discovery entries in line with its record (listed
+    /// with its current shares while an active agent, else unlisted).
+    SyncDirectory,
 }
 
 /// A queued message and its position in the mailbox's sequence.
@@ -100,7 +127,11 @@ pub trait MailboxStore {
     fn remove(&mut self, seq: u64) -> StoreResult<()>;
     /// Messages not delivered yet.
     fn queued(&self) -> StoreResult<u64>;
-    fn clear_queue(&mut self) -> StoreResult<()>;
+    /// When the oldest message not delivered yet arrived.
+    fn oldest_unread_at(&self) -> StoreResult<Option<f64>>;
+    /// Empties the queue (delivered messages kept for replay too); returns the
+    /// texts of those not delivered yet, in order.
+    fn take_queue(&mut self) -> StoreResult<Vec<String>>;
 
     /// Records a request sent to this mailbox and not yet answered.
     fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()>;
@@ -109,6 +140,11 @@ pub trait MailboxStore {
     fn in_flight(&self) -> StoreResult<u64>;
     /// Removes and returns every in-flight request.
     fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>>;
+
+    fn add_follow_up(&mut self, follow_up: &FollowUp) -> StoreResult<()>;
+    /// Follow-ups not done yet, oldest first, each with its id.
+    fn follow_ups(&self) -> StoreResult<Vec<(u64, FollowUp)>>;
+    fn remove_follow_up(&mut self, id: u64) -> StoreResult<()>;
 }
 
 /// An agent as listed in one class's directory.

@@ -66,6 +66,9 @@ TRAFFIC = TrafficLog()
 LISTEN_TIMEOUT_S = 60
 MESSAGE_SIZE_LIMIT = 512 * 1024
 
+# The academy_version header academy-py 1.0.0 sends with every request.
+ACADEMY_VERSION = '1.0.0'
+
 # Bound on every plain HTTP call the tests make (long polls add their own wait).
 HTTP_TIMEOUT = 30
 READY_TIMEOUT_S = 60
@@ -295,6 +298,25 @@ class ExchangeProcess:
             self._log_file.flush()
         return _tail(self.log_path, limit) if self.log_path else ''
 
+    def output(self) -> str:
+        """Everything the process wrote so far (without the harness's own first
+        line, the command, which holds the ``--var`` settings)."""
+        if self._log_file is not None:
+            self._log_file.flush()
+        if self.log_path is None:
+            return ''
+        text = self.log_path.read_text('utf-8', 'replace')
+        return text.split('\n', 1)[1] if '\n' in text else ''
+
+    def request_log(self) -> list[dict[str, Any]]:
+        """The Worker's request log records written so far (README "Logs"), in
+        order. wrangler prints each line as the Worker wrote it, an error's with an
+        ``[ERROR]`` prefix; the JSON is found by its first field."""
+        return [
+            json.loads(match.group())
+            for match in re.finditer(r'\{"route":.*\}', self.output())
+        ]
+
     def kill(self) -> None:
         """SIGKILL our whole process group at once: a crash, as `kill -9`."""
         if self.proc is not None:
@@ -513,6 +535,36 @@ def tag_of(message_text: str) -> str:
     return json.loads(message_text)['header']['tag']
 
 
+def costs(response: requests.Response) -> tuple[int, int]:
+    """The object calls and SQLite rows written that an answer reports (with
+    ``EXCHANGE_COST_HEADERS``)."""
+    return (
+        int(response.headers['x-exchange-object-calls']),
+        int(response.headers['x-exchange-rows-written']),
+    )
+
+
+def scenario_outcome(
+    python: Path,
+    script: Path,
+    *args: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """Runs an older academy-py client's scenario ``script`` with the python of
+    its own venv (it cannot be imported next to academy-py 1.0.0); returns the
+    JSON it prints."""
+    assert python.exists(), f'{python} is missing: run scripts/bootstrap.sh'
+    done = subprocess.run(
+        [str(python), str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 # ----------------------------------------------------------------------- API
 
 
@@ -527,10 +579,16 @@ class Api:
         headers: dict[str, str] | None = None,
     ) -> None:
         """``headers`` (e.g. ``Authorization``) go with every request; a
-        single call can override one, or drop it by passing ``None``."""
+        single call can override one, or drop it by passing ``None``.
+
+        Like academy-py 1.0, every request carries ``academy_version``: the
+        worker stamps the heartbeat on sends, receives and listens of clients
+        without it (academy-py 0.5); ``headers={'academy_version': None}`` makes
+        such a client."""
         self.url = url.rstrip('/')
         self.timeout = timeout
         self.session = requests.Session()
+        self.session.headers['academy_version'] = ACADEMY_VERSION
         self.session.headers.update(headers or {})
 
     def request(

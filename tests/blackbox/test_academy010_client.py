@@ -11,8 +11,6 @@ differently, the test asserts what the client sees today.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pytest
 
 from harness import REPO
 from harness import ExchangeProcess
+from harness import scenario_outcome
 
 pytestmark = pytest.mark.worker_only  # academy's 1.0 server knows no 0.1.0 client
 
@@ -30,16 +29,14 @@ SCENARIO_TIMEOUT_S = 90
 
 
 def run_scenario(exchange: ExchangeProcess, *args: str) -> dict[str, Any]:
-    assert PYTHON.exists(), f'{PYTHON} is missing: run scripts/bootstrap.sh'
-    done = subprocess.run(
-        [str(PYTHON), str(SCENARIO), '127.0.0.1', str(exchange.port), *args],
-        capture_output=True,
-        text=True,
+    return scenario_outcome(
+        PYTHON,
+        SCENARIO,
+        '127.0.0.1',
+        str(exchange.port),
+        *args,
         timeout=SCENARIO_TIMEOUT_S,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope='module')
