@@ -1,11 +1,11 @@
-// Serves the built Worker (build/index.js + its wasm) from workerd through
-// Miniflare's API, with no `wrangler dev` proxy in front: the benchmark's
+// Serves the built Worker (build/entry.mjs, or index.js for builds before it)
+// from workerd through Miniflare's API, with no `wrangler dev` proxy in front: the benchmark's
 // "workerd" target, and the black-box tests that must see what workerd itself
 // answers (harness.WorkerdDirectProcess). Also the benchmark's "floor" target
 // (bench/floor/), with its own --script and --objects. Durable Objects are
 // SQLite-backed and persisted under --persist (as `wrangler dev --persist-to` does).
 //
-//   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/index.js]
+//   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/entry.mjs]
 //                                [--vars JSON] [--compatibility-date YYYY-MM-DD]
 //                                [--objects JSON]   (binding -> class; default: the worker's)
 //
@@ -20,7 +20,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
   options: {
     port: { type: 'string' },
-    script: { type: 'string', default: path.join(repo, 'build', 'index.js') },
+    script: { type: 'string', default: path.join(repo, 'build', 'entry.mjs') },
     persist: { type: 'string' },
     vars: { type: 'string', default: '{}' },
     'compatibility-date': { type: 'string', default: '2026-04-01' },
@@ -38,7 +38,11 @@ const mf = new Miniflare({
   modules: true,
   scriptPath: path.resolve(values.script),
   modulesRoot: path.dirname(path.resolve(values.script)),
-  modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
+  // worker-build's bundle (index.js, imported by entry.mjs) is an ES module.
+  modulesRules: [
+    { type: 'CompiledWasm', include: ['**/*.wasm'] },
+    { type: 'ESModule', include: ['**/*.js'] },
+  ],
   compatibilityDate: values['compatibility-date'],
   bindings: JSON.parse(values.vars),
   durableObjects: Object.fromEntries(

@@ -73,7 +73,7 @@ class WranglerDevProcess(harness.ExchangeProcess):
         cmd, env, cwd = super()._command()
         config = harness.wrangler_config()
         config.pop('build', None)
-        config['main'] = str(self.build_dir / 'worker' / 'shim.mjs')
+        config['main'] = str(harness.entry_module(self.build_dir))
         path = self._own_tmp / 'wrangler.json'
         path.write_text(json.dumps(config, indent=1))
         cmd[cmd.index('--config') + 1] = str(path)

@@ -15,8 +15,10 @@
 //!             deadlines), expiry (due times, lazily stored uses and reads),
 //!             permissions, stats, discovery; takes `now`, no I/O
 //! auth/       who is calling: settings, bearer tokens, Globus and JWT rules
-//! rpc         the calls the Worker makes on Durable Objects, and the frames of
-//!             the sockets between them
+//! rpc         the calls the Worker makes on Durable Objects (one type per kind,
+//!             with its reply type), and the frames of the sockets between them
+//! js/         the entry module: the object classes as the runtime needs them for
+//!             RPC, forwarding to the wasm ones (no rules)
 //! edge/       wasm only: the fetch handler, the Worker's side of listen streams
 //!             and long polls (`subscription`), one file per Durable Object
 //!             (Mailbox with its alarm, Directory), carrying out follow-ups
@@ -30,10 +32,11 @@
 //! Adding a route: `docs/adding-a-route.md` lists every place it touches.
 //!
 //! A request flows: the Worker parses and validates it (`protocol::request`),
-//! then calls the object of the mailbox it names (`rpc::MailboxCall`), which
-//! applies the core rules over SQLite. `GET /message` and `/mailbox/listen` wait
-//! in the Worker on a WebSocket to the object (`rpc::Subscribe`), which the object
-//! accepts with the hibernation API and pushes messages to when a send wakes it.
+//! then calls the object of the mailbox it names by RPC (an `rpc::ObjectCall`),
+//! which applies the core rules over SQLite. `GET /message` and `/mailbox/listen`
+//! wait in the Worker on a WebSocket to the object (`rpc::Subscribe`), which the
+//! object accepts with the hibernation API and pushes messages to when a send
+//! wakes it.
 //! Work a mailbox owes other objects (terminate replies, discovery entries) is
 //! stored with the change that owes it and done by the mailbox's object, retried
 //! from its alarm, which also runs expiry.

@@ -1,96 +1,242 @@
-//! The calls the Worker makes on Durable Objects, and their answers. Sent as JSON in
-//! the body of an internal POST (a stub cannot be sent a GET with a body). Failures
-//! travel as [`ExchangeError`] so the Worker maps every error to HTTP in one place.
+//! The calls the Worker (and a mailbox's follow-ups) make on Durable Objects, and
+//! their answers. Each kind of call is its own type with its own reply type
+//! ([`ObjectCall`]); it travels by RPC as JSON, through the `rpc` method of the
+//! object classes in `src/js/entry.mjs`, with a message's text beside it rather
+//! than escaped inside the JSON. Failures travel as [`ExchangeError`] so the
+//! Worker maps every error to HTTP in one place.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::core::mailbox::MailboxStatus;
 use crate::core::permission::Identity;
 use crate::core::stats::Stats;
+use crate::protocol::entity::EntityId;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::message::MessageHeader;
 use crate::store::DirectoryEntry;
 
-/// An operation on one mailbox's object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum MailboxCall {
-    Create {
-        caller: Identity,
-        mailbox: crate::protocol::entity::EntityId,
-        agent: Option<Vec<String>>,
-    },
-    Status {
-        caller: Identity,
-    },
-    Terminate {
-        caller: Identity,
-    },
-    /// Queue `message` (its exact text). `caller` is `None` for the exchange's own
-    /// terminate replies. `from_here`: the sender is this same mailbox, so its
-    /// [`MailboxCall::NoteSent`] bookkeeping is done in this call, saving a hop.
-    ///
-    /// `replay_window_s`: how long delivered messages are kept for replay.
-    /// `stamps_heartbeat`: with `from_here`, the send also stamps the sender's
-    /// heartbeat ([`crate::protocol::request::stamps_heartbeat`]).
-    Deliver {
-        caller: Option<Identity>,
-        message: String,
-        from_here: bool,
-        replay_window_s: f64,
-        stamps_heartbeat: bool,
-    },
-    /// Sender-side bookkeeping after a delivery (outgoing / completed counts).
-    /// `heartbeat`: the caller, when the send also stamps the sender's heartbeat
-    /// ([`crate::protocol::request::stamps_heartbeat`]); done in the same write.
-    NoteSent {
-        header: MessageHeader,
-        heartbeat: Option<Identity>,
-    },
-    Heartbeat {
-        caller: Identity,
-    },
-    HeartbeatAge {
-        caller: Identity,
-    },
-    Stats {
-        caller: Identity,
-    },
-    Share {
-        caller: Identity,
-        group_id: String,
-    },
-    ListShares {
-        caller: Identity,
-    },
-    Unshare {
-        caller: Identity,
-        group_id: String,
-    },
+/// One kind of call on an object: the argument is the implementing type.
+pub trait ObjectCall: Serialize + DeserializeOwned {
+    /// Names the call for the object's dispatch; unique per object class.
+    const KIND: &'static str;
+    /// What the object answers when the call succeeds.
+    type Reply: Serialize + DeserializeOwned;
+
+    /// Text that travels beside the JSON, verbatim.
+    fn text(&self) -> Option<&str> {
+        None
+    }
+
+    /// Puts back the text that travelled beside the JSON.
+    fn with_text(self, _text: Option<String>) -> Result<Self, ExchangeError> {
+        Ok(self)
+    }
 }
 
-impl MailboxCall {
-    /// Whether the call may leave work owed to other objects (terminate
-    /// replies, discovery entries), which the object then carries out before
-    /// answering. A repeated create or terminate carries out what an earlier
-    /// one left owed.
-    pub fn may_owe_follow_ups(&self) -> bool {
-        matches!(
-            self,
-            MailboxCall::Create { .. }
-                | MailboxCall::Terminate { .. }
-                | MailboxCall::Share { .. }
-                | MailboxCall::Unshare { .. }
-        )
+/// Calls on a mailbox's object that may leave work owed to other objects
+/// (terminate replies, discovery entries), which the object then carries out
+/// before answering. A repeated create or terminate carries out what an earlier
+/// one left owed.
+pub trait MailboxCall: ObjectCall {
+    const MAY_OWE_FOLLOW_UPS: bool = false;
+}
+
+macro_rules! object_calls {
+    ($($call:ident => $kind:literal, $reply:ty;)*) => {$(
+        impl ObjectCall for $call {
+            const KIND: &'static str = $kind;
+            type Reply = $reply;
+        }
+    )*};
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Create {
+    pub caller: Identity,
+    pub mailbox: EntityId,
+    pub agent: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub caller: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Terminate {
+    pub caller: Identity,
+}
+
+/// Queue a message, whose header the Worker parsed; its exact text travels
+/// beside the JSON. `caller` is `None` for the exchange's own terminate and
+/// expiry replies. `from_here`: the sender is this same mailbox, so its
+/// [`NoteSent`] bookkeeping is done in this call, saving a hop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deliver {
+    pub caller: Option<Identity>,
+    pub header: MessageHeader,
+    #[serde(skip)]
+    pub text: String,
+    pub from_here: bool,
+    /// How long delivered messages are kept for replay (`REPLAY_WINDOW_S`).
+    pub replay_window_s: f64,
+    /// With `from_here`, the send also stamps the sender's heartbeat
+    /// ([`crate::protocol::request::stamps_heartbeat`]).
+    pub stamps_heartbeat: bool,
+}
+
+/// Sender-side bookkeeping after a delivery (outgoing / completed counts).
+/// `heartbeat`: the caller, when the send also stamps the sender's heartbeat
+/// ([`crate::protocol::request::stamps_heartbeat`]); done in the same write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteSent {
+    pub header: MessageHeader,
+    pub heartbeat: Option<Identity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub caller: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAge {
+    pub caller: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetStats {
+    pub caller: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    pub caller: Identity,
+    pub group_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListShares {
+    pub caller: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unshare {
+    pub caller: Identity,
+    pub group_id: String,
+}
+
+object_calls! {
+    Create => "create", ();
+    Status => "status", MailboxStatus;
+    Terminate => "terminate", ();
+    NoteSent => "note_sent", ();
+    Heartbeat => "heartbeat", ();
+    HeartbeatAge => "heartbeat_age", Option<f64>;
+    GetStats => "stats", Stats;
+    Share => "share", ();
+    ListShares => "list_shares", Vec<String>;
+    Unshare => "unshare", ();
+}
+
+impl ObjectCall for Deliver {
+    const KIND: &'static str = "deliver";
+    type Reply = ();
+
+    fn text(&self) -> Option<&str> {
+        Some(&self.text)
     }
+
+    fn with_text(self, text: Option<String>) -> Result<Self, ExchangeError> {
+        let text = text.ok_or_else(|| ExchangeError::internal("deliver without a text"))?;
+        Ok(Self { text, ..self })
+    }
+}
+
+impl MailboxCall for Create {
+    const MAY_OWE_FOLLOW_UPS: bool = true;
+}
+impl MailboxCall for Terminate {
+    const MAY_OWE_FOLLOW_UPS: bool = true;
+}
+impl MailboxCall for Share {
+    const MAY_OWE_FOLLOW_UPS: bool = true;
+}
+impl MailboxCall for Unshare {
+    const MAY_OWE_FOLLOW_UPS: bool = true;
+}
+impl MailboxCall for Status {}
+impl MailboxCall for Deliver {}
+impl MailboxCall for NoteSent {}
+impl MailboxCall for Heartbeat {}
+impl MailboxCall for HeartbeatAge {}
+impl MailboxCall for GetStats {}
+impl MailboxCall for ListShares {}
+
+/// List an agent in one class's directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    pub entry: DirectoryEntry,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unregister {
+    pub uid: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Discover {
+    pub caller: Identity,
+    pub allow_subclasses: bool,
+}
+
+object_calls! {
+    Register => "register", ();
+    Unregister => "unregister", ();
+    Discover => "discover", Vec<Uuid>;
+}
+
+/// An object's answer to one call, with what the call cost there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer<R> {
+    pub outcome: Result<R, ExchangeError>,
+    pub costs: CallCosts,
+}
+
+/// What one call cost at the object, for the Worker's cost headers and log line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallCosts {
+    /// SQLite rows the call wrote.
+    pub rows_written: u64,
+    /// Object calls the object made for it (its follow-ups): they count as the
+    /// caller's.
+    pub object_calls: u64,
+    /// About the mailbox object instance that answered (absent for directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceReport>,
+}
+
+/// A mailbox object instance, as the benchmark watches it across calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    /// Drawn when the instance was constructed: a change means it slept.
+    pub boot_id: String,
+    /// SQLite rows its isolate has written so far: the difference between two
+    /// answers counts what happened in between, including work no answer
+    /// reports (a listen stream's confirmations).
+    pub isolate_rows_written: u64,
+    /// Mailbox object instances its isolate has constructed so far: between two
+    /// answers, how often objects woke from hibernation or eviction.
+    pub isolate_objects_constructed: u64,
 }
 
 /// A listen stream or long poll asking a mailbox object for messages. Sent as a
 /// WebSocket upgrade request (JSON in the URL's `call` parameter: an upgrade is a
 /// GET, which has no body). The object answers with a socket that it accepts with
 /// the hibernation API or, when it can answer at once (an error, or a long poll
-/// with a message queued), with an [`Outcome`].
+/// with a message queued), with an [`Answer`] of a message's text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscribe {
     pub caller: Identity,
@@ -170,38 +316,6 @@ pub fn parse_confirmation(frame: &str) -> Option<u64> {
 pub const PING: &str = "ping";
 pub const PONG: &str = "pong";
 
-/// An operation on one class name's discovery directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum DirectoryCall {
-    Register {
-        entry: DirectoryEntry,
-    },
-    Unregister {
-        uid: Uuid,
-    },
-    Discover {
-        caller: Identity,
-        allow_subclasses: bool,
-    },
-}
-
-/// A successful answer from an object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reply {
-    Done,
-    Status(MailboxStatus),
-    Message(String),
-    HeartbeatAge(Option<f64>),
-    Stats(Stats),
-    Shares(Vec<String>),
-    Agents(Vec<Uuid>),
-}
-
-/// What an object answers: a reply or the error to report.
-pub type Outcome = Result<Reply, ExchangeError>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,13 +332,50 @@ mod tests {
         };
         let json = serde_json::to_string(&call).unwrap();
         assert_eq!(serde_json::from_str::<Subscribe>(&json).unwrap(), call);
-        for outcome in [
-            Ok(Reply::Message("{\"x\": 1}".into())),
-            Err(ExchangeError::Terminated),
-        ] {
-            let json = serde_json::to_string(&outcome).unwrap();
-            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
-        }
+        let answer = Answer::<String> {
+            outcome: Ok("{\"x\": 1}".into()),
+            costs: CallCosts {
+                rows_written: 2,
+                object_calls: 1,
+                instance: None,
+            },
+        };
+        let json = serde_json::to_string(&answer).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Answer<String>>(&json).unwrap(),
+            answer
+        );
+        let failed = Answer::<()> {
+            outcome: Err(ExchangeError::Terminated),
+            costs: CallCosts::default(),
+        };
+        let json = serde_json::to_string(&failed).unwrap();
+        assert_eq!(serde_json::from_str::<Answer<()>>(&json).unwrap(), failed);
+    }
+
+    #[test]
+    fn a_delivery_carries_its_text_beside_the_json_not_in_it() {
+        let header: MessageHeader = serde_json::from_value(serde_json::json!({
+            "src": {"uid": Uuid::nil(), "role": "user"},
+            "dest": {"uid": Uuid::nil(), "role": "user"},
+            "tag": Uuid::nil(),
+            "kind": "request",
+        }))
+        .unwrap();
+        let deliver = Deliver {
+            caller: None,
+            header,
+            text: "{\"secret\": 1}".into(),
+            from_here: false,
+            replay_window_s: 60.0,
+            stamps_heartbeat: false,
+        };
+        let json = serde_json::to_string(&deliver).unwrap();
+        assert!(!json.contains("secret"), "{json}");
+        let back: Deliver = serde_json::from_str(&json).unwrap();
+        assert!(back.clone().with_text(None).is_err());
+        let back = back.with_text(deliver.text().map(str::to_owned)).unwrap();
+        assert_eq!(back, deliver);
     }
 
     #[test]

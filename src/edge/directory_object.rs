@@ -3,14 +3,15 @@
 //! registration order. Registration and termination write here before answering,
 //! so a `discover` right after a register sees it.
 
+use wasm_bindgen::prelude::wasm_bindgen;
 use worker::{durable_object, Env, Request, Response, State};
 
 use super::sqlite::rows_written_so_far;
 use super::sqlite::SqliteDirectory;
-use super::{outcome_response, read_call};
+use super::{answer_json, read_call, unknown_call};
 use crate::core::directory::discover;
 use crate::protocol::error::ExchangeError;
-use crate::rpc::{DirectoryCall, Outcome, Reply};
+use crate::rpc::{Answer, CallCosts, Discover, ObjectCall, Register, Unregister};
 use crate::store::DirectoryStore;
 
 #[durable_object]
@@ -34,30 +35,57 @@ impl worker::DurableObject for Directory {
         }
     }
 
-    async fn fetch(&self, request: Request) -> worker::Result<Response> {
+    /// Directories are called by RPC only ([`Directory::rpc`]).
+    async fn fetch(&self, _request: Request) -> worker::Result<Response> {
+        Response::error("directories are called by RPC", 404)
+    }
+}
+
+#[wasm_bindgen(
+    wasm_bindgen_futures = ::worker::wasm_bindgen_futures,
+    js_sys = ::worker::js_sys
+)]
+impl Directory {
+    /// Every call, by RPC through `src/js/entry.mjs`: `kind` names the call
+    /// ([`ObjectCall::KIND`]) and `call` is its JSON. Answers the call's
+    /// [`Answer`] as JSON; never fails.
+    pub async fn rpc(&self, kind: String, call: String) -> String {
+        match kind.as_str() {
+            Register::KIND => self.serve(&call, |store, c: Register| {
+                store.upsert(&c.entry).map_err(Into::into)
+            }),
+            Unregister::KIND => self.serve(&call, |store, c: Unregister| {
+                store.remove(c.uid).map_err(Into::into)
+            }),
+            Discover::KIND => self.serve(&call, |store, c: Discover| {
+                discover(store, &c.caller, c.allow_subclasses)
+            }),
+            other => unknown_call(other),
+        }
+    }
+}
+
+impl Directory {
+    /// Serves one call of kind `C` with `apply`, and counts the rows it wrote.
+    fn serve<C: ObjectCall>(
+        &self,
+        call: &str,
+        apply: impl FnOnce(&mut SqliteDirectory, C) -> Result<C::Reply, ExchangeError>,
+    ) -> String {
         let rows_before = rows_written_so_far();
-        let outcome: Outcome = match (&self.schema_error, read_call(&request).await) {
-            (Some(error), _) => Err(ExchangeError::internal(format!(
+        let outcome = match &self.schema_error {
+            Some(error) => Err(ExchangeError::internal(format!(
                 "directory schema: {error}"
             ))),
-            (None, Err(error)) => Err(error),
-            (None, Ok(call)) => {
-                let mut store = SqliteDirectory(self.state.storage().sql());
-                match call {
-                    DirectoryCall::Register { entry } => store
-                        .upsert(&entry)
-                        .map(|()| Reply::Done)
-                        .map_err(Into::into),
-                    DirectoryCall::Unregister { uid } => {
-                        store.remove(uid).map(|()| Reply::Done).map_err(Into::into)
-                    }
-                    DirectoryCall::Discover {
-                        caller,
-                        allow_subclasses,
-                    } => discover(&store, &caller, allow_subclasses).map(Reply::Agents),
-                }
-            }
+            None => read_call::<C>(call, None)
+                .and_then(|call| apply(&mut SqliteDirectory(self.state.storage().sql()), call)),
         };
-        outcome_response(&outcome, rows_before)
+        answer_json(&Answer {
+            outcome,
+            costs: CallCosts {
+                rows_written: rows_written_so_far() - rows_before,
+                ..CallCosts::default()
+            },
+        })
     }
 }

@@ -15,10 +15,7 @@ use worker::{event, Context, Date, Env, Request, Response};
 
 use super::authenticate::authenticate;
 use super::subscription::{self, Waiter};
-use super::{
-    call_object, config, internal, js_internal, read_outcome, setting, unexpected, Costs,
-    PlacedNamespace,
-};
+use super::{call_object, config, internal, js_internal, setting, Costs, PlacedNamespace};
 use crate::auth::AuthSettings;
 use crate::core::mailbox::StatusAnswer;
 use crate::core::permission::Identity;
@@ -30,7 +27,7 @@ use crate::protocol::request::{
     last_event_id, parse_command, stamps_heartbeat, Command, Endpoint, ACADEMY_VERSION_HEADER,
 };
 use crate::protocol::request_log::{self, RequestLog};
-use crate::rpc::{DirectoryCall, MailboxCall, Reply};
+use crate::rpc::{self, ObjectCall};
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -49,15 +46,7 @@ async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<
         // A streamed listen response's headers are sent before its costs are
         // known; they are not reported, so a failure here is ignored.
         let headers = response.headers_mut();
-        let _ = headers.set(
-            "x-exchange-object-calls",
-            &costs.object_calls.get().to_string(),
-        );
-        let _ = headers.set(
-            "x-exchange-rows-written",
-            &costs.rows_written.get().to_string(),
-        );
-        for (name, value) in costs.object_instance.take() {
+        for (name, value) in costs.headers() {
             let _ = headers.set(name, &value);
         }
     }
@@ -115,20 +104,18 @@ struct Objects<'a> {
 }
 
 impl Objects<'_> {
-    async fn mailbox(&self, uid: Uuid, call: &MailboxCall) -> Result<Reply, ExchangeError> {
-        read_outcome(call_object(self.costs, &self.mailboxes, &uid.to_string(), call).await?).await
-    }
-
-    async fn directory(&self, class: &str, call: &DirectoryCall) -> Result<Reply, ExchangeError> {
-        read_outcome(call_object(self.costs, &self.directories, class, call).await?).await
+    async fn mailbox<C: ObjectCall>(&self, uid: Uuid, call: &C) -> Result<C::Reply, ExchangeError> {
+        call_object(self.costs, &self.mailboxes, &uid.to_string(), call).await
     }
 
     /// A call whose only answer is success.
-    async fn mailbox_done(&self, uid: Uuid, call: &MailboxCall) -> Result<Response, ExchangeError> {
-        match self.mailbox(uid, call).await? {
-            Reply::Done => empty(),
-            other => Err(unexpected(other)),
-        }
+    async fn mailbox_done<C: ObjectCall<Reply = ()>>(
+        &self,
+        uid: Uuid,
+        call: &C,
+    ) -> Result<Response, ExchangeError> {
+        self.mailbox(uid, call).await?;
+        empty()
     }
 }
 
@@ -160,7 +147,7 @@ async fn handle(
     costs: &Costs,
     log: &mut RequestLog,
 ) -> Result<Response, ExchangeError> {
-    let config = config(env)?;
+    let config = &config(env)?;
     costs.reported.set(config.cost_headers);
     let auth = AuthSettings::from_vars(|name| setting(env, name))
         .map_err(|reason| ExchangeError::Configuration { reason })?;
@@ -186,7 +173,7 @@ async fn handle(
     } else {
         Vec::new()
     };
-    let command = parse_command(route, &query, &body, &config)?;
+    let command = parse_command(route, &query, &body, config)?;
     log.mailbox = command.mailbox_uid();
     let header = |name: &str| request.headers().get(name).ok().flatten();
     let last_event_id = last_event_id(header("last-event-id").as_deref());
@@ -196,7 +183,7 @@ async fn handle(
         mailboxes: PlacedNamespace::open(env, "MAILBOX", config.data_location)?,
         directories: PlacedNamespace::open(env, "DIRECTORY", config.data_location)?,
         costs,
-        config: &config,
+        config,
     };
     dispatch(command, caller, stamps_heartbeat, last_event_id, &objects).await
 }
@@ -265,7 +252,7 @@ async fn dispatch(
     let config = objects.config;
     match command {
         Command::CreateMailbox { mailbox, agent } => {
-            let call = MailboxCall::Create {
+            let call = rpc::Create {
                 caller,
                 mailbox: mailbox.clone(),
                 agent,
@@ -274,34 +261,36 @@ async fn dispatch(
         }
         Command::Terminate { mailbox } => {
             objects
-                .mailbox_done(mailbox.uid, &MailboxCall::Terminate { caller })
+                .mailbox_done(mailbox.uid, &rpc::Terminate { caller })
                 .await
         }
-        Command::Status { mailbox } => match objects
-            .mailbox(mailbox.uid, &MailboxCall::Status { caller })
-            .await?
-        {
-            Reply::Status(status) => json_response(json!(StatusAnswer::from(status))),
-            other => Err(unexpected(other)),
-        },
+        Command::Status { mailbox } => {
+            let status = objects
+                .mailbox(mailbox.uid, &rpc::Status { caller })
+                .await?;
+            json_response(json!(StatusAnswer::from(status)))
+        }
         Command::Send { message } => {
             let header = message.header;
             let from_here = header.src.uid == header.dest.uid;
+            let dest = header.dest.uid;
+            let src = header.src.uid;
             // The sender's heartbeat rides on its bookkeeping call (or, sent to
             // itself, on the delivery): no call or row write of its own.
             let heartbeat = (stamps_heartbeat && !from_here).then(|| caller.clone());
-            let deliver = MailboxCall::Deliver {
+            let deliver = rpc::Deliver {
                 caller: Some(caller),
-                message: message.text,
+                header,
+                text: message.text,
                 from_here,
                 replay_window_s: config.replay_window_s,
                 stamps_heartbeat,
             };
-            objects.mailbox(header.dest.uid, &deliver).await?;
+            objects.mailbox(dest, &deliver).await?;
             if !from_here {
-                let src = header.src.uid;
+                let header = deliver.header;
                 objects
-                    .mailbox(src, &MailboxCall::NoteSent { header, heartbeat })
+                    .mailbox(src, &rpc::NoteSent { header, heartbeat })
                     .await?;
             }
             empty()
@@ -342,60 +331,46 @@ async fn dispatch(
             agent,
             allow_subclasses,
         } => {
-            match objects
-                .directory(
-                    &agent,
-                    &DirectoryCall::Discover {
-                        caller,
-                        allow_subclasses,
-                    },
-                )
-                .await?
-            {
-                Reply::Agents(uids) => {
-                    let joined: Vec<String> = uids.iter().map(Uuid::to_string).collect();
-                    json_response(json!({ "agent_ids": joined.join(",") }))
-                }
-                other => Err(unexpected(other)),
-            }
+            let call = rpc::Discover {
+                caller,
+                allow_subclasses,
+            };
+            let uids = call_object(objects.costs, &objects.directories, &agent, &call).await?;
+            let joined: Vec<String> = uids.iter().map(Uuid::to_string).collect();
+            json_response(json!({ "agent_ids": joined.join(",") }))
         }
         Command::Share { mailbox, group_id } => {
-            let call = MailboxCall::Share { caller, group_id };
+            let call = rpc::Share { caller, group_id };
             objects.mailbox_done(mailbox.uid, &call).await
         }
-        Command::ListShares { mailbox } => match objects
-            .mailbox(mailbox.uid, &MailboxCall::ListShares { caller })
-            .await?
-        {
-            Reply::Shares(groups) => json_response(json!({ "group_ids": groups })),
-            other => Err(unexpected(other)),
-        },
+        Command::ListShares { mailbox } => {
+            let groups = objects
+                .mailbox(mailbox.uid, &rpc::ListShares { caller })
+                .await?;
+            json_response(json!({ "group_ids": groups }))
+        }
         Command::Unshare { mailbox, group_id } => {
-            let call = MailboxCall::Unshare { caller, group_id };
+            let call = rpc::Unshare { caller, group_id };
             objects.mailbox_done(mailbox.uid, &call).await
         }
         Command::Heartbeat { mailbox } => {
             objects
-                .mailbox_done(mailbox.uid, &MailboxCall::Heartbeat { caller })
+                .mailbox_done(mailbox.uid, &rpc::Heartbeat { caller })
                 .await
         }
         Command::HeartbeatAge { mailbox } => {
-            match objects
-                .mailbox(mailbox.uid, &MailboxCall::HeartbeatAge { caller })
-                .await?
-            {
-                Reply::HeartbeatAge(age) => json_response(json!({ "heartbeat": age })),
-                other => Err(unexpected(other)),
-            }
+            let age = objects
+                .mailbox(mailbox.uid, &rpc::HeartbeatAge { caller })
+                .await?;
+            json_response(json!({ "heartbeat": age }))
         }
-        Command::Stats { mailbox } => match objects
-            .mailbox(mailbox.uid, &MailboxCall::Stats { caller })
-            .await?
-        {
-            Reply::Stats(stats) => json_response(
+        Command::Stats { mailbox } => {
+            let stats = objects
+                .mailbox(mailbox.uid, &rpc::GetStats { caller })
+                .await?;
+            json_response(
                 serde_json::to_value(stats).map_err(|e| ExchangeError::internal(e.to_string()))?,
-            ),
-            other => Err(unexpected(other)),
-        },
+            )
+        }
     }
 }

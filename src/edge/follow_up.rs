@@ -7,13 +7,14 @@
 use futures::future::join_all;
 use worker::Env;
 
-use super::{call_object, read_outcome, Costs, PlacedNamespace};
+use super::{call_object, Costs, PlacedNamespace};
 use crate::core::directory::entries_for;
 use crate::core::mailbox::DirectorySync;
 use crate::protocol::config::Config;
 use crate::protocol::entity::EntityId;
 use crate::protocol::error::ExchangeError;
-use crate::rpc::{DirectoryCall, MailboxCall};
+use crate::protocol::message::IncomingMessage;
+use crate::rpc::{Deliver, Register, Unregister};
 use crate::store::FollowUp;
 
 /// The objects follow-ups reach, placed as the Worker places them.
@@ -75,42 +76,41 @@ impl<'a> Reach<'a> {
     /// Queues an error reply the exchange writes in the requester's mailbox. A
     /// requester that is gone needs none (as upstream).
     async fn reply(&self, to: &EntityId, text: String) -> Result<(), ExchangeError> {
-        let call = MailboxCall::Deliver {
+        // The exchange wrote this text itself; its header is read here, once.
+        let message = IncomingMessage::parse(text)
+            .map_err(|reason| ExchangeError::internal(format!("reply text: {reason}")))?;
+        let call = Deliver {
             caller: None,
-            message: text,
+            header: message.header,
+            text: message.text,
             from_here: false,
             replay_window_s: self.replay_window_s,
             stamps_heartbeat: false,
         };
         let name = to.uid.to_string();
-        let outcome =
-            read_outcome(call_object(self.costs, &self.mailboxes, &name, &call).await?).await;
-        match outcome {
-            Ok(_) | Err(ExchangeError::Terminated | ExchangeError::UnknownMailbox) => Ok(()),
+        match call_object(self.costs, &self.mailboxes, &name, &call).await {
+            Ok(()) | Err(ExchangeError::Terminated | ExchangeError::UnknownMailbox) => Ok(()),
             Err(error) => Err(error),
         }
     }
 
     /// Lists an agent under every class of its MRO, or removes it from all.
     async fn sync_directory(&self, sync: DirectorySync) -> Result<(), ExchangeError> {
-        let calls: Vec<(String, DirectoryCall)> = match sync {
+        let (registration, listed) = match sync {
             DirectorySync::Nothing => return Ok(()),
-            DirectorySync::List(registration) => entries_for(&registration)
-                .into_iter()
-                .map(|(class, entry)| (class, DirectoryCall::Register { entry }))
-                .collect(),
-            DirectorySync::Unlist(registration) => {
-                let uid = registration.id.uid;
-                entries_for(&registration)
-                    .into_iter()
-                    .map(|(class, _)| (class, DirectoryCall::Unregister { uid }))
-                    .collect()
-            }
+            DirectorySync::List(registration) => (registration, true),
+            DirectorySync::Unlist(registration) => (registration, false),
         };
-        let calls = calls.iter().map(|(class, call)| async move {
-            let response = call_object(self.costs, &self.directories, class, call).await?;
-            read_outcome(response).await.map(drop)
-        });
+        let uid = registration.id.uid;
+        let calls = entries_for(&registration)
+            .into_iter()
+            .map(|(class, entry)| async move {
+                if listed {
+                    call_object(self.costs, &self.directories, &class, &Register { entry }).await
+                } else {
+                    call_object(self.costs, &self.directories, &class, &Unregister { uid }).await
+                }
+            });
         join_all(calls).await.into_iter().collect()
     }
 }

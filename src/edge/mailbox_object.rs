@@ -25,6 +25,7 @@ use std::rc::Rc;
 
 use futures::lock::Mutex;
 
+use wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::JsValue;
 use worker::{
     durable_object, js_sys, Env, Request, Response, ScheduledTime, State, WebSocket,
@@ -34,7 +35,7 @@ use worker::{
 use super::follow_up::Reach;
 use super::sqlite::rows_written_so_far;
 use super::sqlite::{MailboxCache, SqliteMailbox};
-use super::{config, js_internal, now_s, outcome_response, read_call, Costs, OBJECT_CALLS_HEADER};
+use super::{answer_json, config, js_internal, now_s, read_call, unknown_call, Costs};
 use crate::core::expiry::{Expiry, FOLLOW_UP_RETRY_S};
 use crate::core::listen::{Push, Subscriber, SubscriberKind};
 use crate::core::mailbox::{AlarmWork, Mailbox as MailboxRules};
@@ -42,22 +43,9 @@ use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::message::IncomingMessage;
 use crate::rpc::{
-    parse_confirmation, MailboxCall, Outcome, Pushed, Reply, Subscribe, Wait, PING, PONG,
+    self, parse_confirmation, Answer, CallCosts, InstanceReport, MailboxCall, ObjectCall, Pushed,
+    Subscribe, Wait, PING, PONG,
 };
-
-/// The header carrying [`Mailbox::boot_id`] on every answer that is not a socket.
-pub(super) const BOOT_HEADER: &str = "x-exchange-object-boot";
-
-/// The header carrying the SQLite rows written by this isolate so far, also on
-/// every answer that is not a socket: the difference between two answers counts
-/// what happened in between, including work no response reports (a listen
-/// stream's confirmations).
-pub(super) const ISOLATE_ROWS_HEADER: &str = "x-exchange-isolate-rows-written";
-
-/// The header carrying how many mailbox object instances this isolate has
-/// constructed so far, also on every answer that is not a socket: between two
-/// answers, how often objects woke from hibernation or eviction.
-pub(super) const CONSTRUCTED_HEADER: &str = "x-exchange-isolate-objects-constructed";
 
 thread_local! {
     /// Mailbox object instances constructed by this isolate (a global: it counts
@@ -163,48 +151,25 @@ impl worker::DurableObject for Mailbox {
         }
     }
 
+    /// Only listen streams and long polls come here: a WebSocket upgrade (every
+    /// other call comes by RPC, [`Mailbox::rpc`]).
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
         let rows_before = rows_written_so_far();
-        if let Err(error) = self.read_alarm().await {
-            return self.answer(&Err(error), rows_before);
-        }
-        let is_upgrade = request
-            .headers()
-            .get("upgrade")
-            .ok()
-            .flatten()
-            .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
-        // The calls this object makes for the caller (its follow-ups).
-        let costs = Costs::default();
-        let outcome = if is_upgrade {
-            match subscribe_call(&request).and_then(|call| self.subscribe(call)) {
-                Ok(Subscribed::Socket(client)) => {
-                    self.arm().await;
-                    return Response::from_websocket(client);
-                }
-                Ok(Subscribed::Answered(reply)) => Ok(reply),
-                Err(error) => Err(error),
-            }
-        } else {
-            match read_call::<MailboxCall>(&request).await {
-                Ok(call) => {
-                    let owes = call.may_owe_follow_ups();
-                    let outcome = self.apply(call);
-                    self.arm().await;
-                    match outcome {
-                        Ok(reply) if owes => self.follow_up(&costs).await.map(|()| reply),
-                        other => other,
-                    }
-                }
-                Err(error) => Err(error),
-            }
+        let subscribed = match self.read_alarm().await {
+            Ok(()) => subscribe_call(&request).and_then(|call| self.subscribe(call)),
+            Err(error) => Err(error),
         };
         self.arm().await;
-        let mut response = self.answer(&outcome, rows_before)?;
-        response
-            .headers_mut()
-            .set(OBJECT_CALLS_HEADER, &costs.object_calls.get().to_string())?;
-        Ok(response)
+        let outcome = match subscribed {
+            Ok(Subscribed::Socket(client)) => return Response::from_websocket(client),
+            Ok(Subscribed::Answered(text)) => Ok(text),
+            Err(error) => Err(error),
+        };
+        let answer = Answer {
+            outcome,
+            costs: self.costs(rows_before, &Costs::default()),
+        };
+        Response::ok(answer_json(&answer))
     }
 
     /// The alarm rang: expiry's due work, then the follow-ups owed; the alarm is
@@ -292,10 +257,106 @@ impl worker::DurableObject for Mailbox {
     }
 }
 
+#[wasm_bindgen(
+    wasm_bindgen_futures = ::worker::wasm_bindgen_futures,
+    js_sys = ::worker::js_sys
+)]
+impl Mailbox {
+    /// Every call but a subscription, by RPC through `src/js/entry.mjs`: `kind`
+    /// names the call ([`ObjectCall::KIND`]), `call` is its JSON and `text` a
+    /// delivery's message. Answers the call's [`Answer`] as JSON; never fails.
+    pub async fn rpc(&self, kind: String, call: String, text: Option<String>) -> String {
+        let call = call.as_str();
+        match kind.as_str() {
+            rpc::Create::KIND => {
+                self.serve(call, text, |rules, c: rpc::Create, now| {
+                    rules.create(&c.caller, &c.mailbox, c.agent, now)
+                })
+                .await
+            }
+            rpc::Status::KIND => {
+                self.serve(call, text, |rules, c: rpc::Status, now| {
+                    rules.status(&c.caller, now)
+                })
+                .await
+            }
+            rpc::Terminate::KIND => {
+                self.serve(call, text, |rules, c: rpc::Terminate, now| {
+                    rules.terminate(&c.caller, now)?;
+                    // Every waiting stream and poll is told, and its socket closed.
+                    self.dispatch(now);
+                    Ok(())
+                })
+                .await
+            }
+            rpc::Deliver::KIND => {
+                self.serve(call, text, |rules, c: rpc::Deliver, now| {
+                    let message = IncomingMessage {
+                        text: c.text,
+                        header: c.header,
+                    };
+                    rules.deliver(c.caller.as_ref(), &message, now, c.replay_window_s)?;
+                    if c.from_here {
+                        let heartbeat_by = c.caller.as_ref().filter(|_| c.stamps_heartbeat);
+                        rules.note_sent(&message.header, heartbeat_by, now)?;
+                    }
+                    self.dispatch(now);
+                    Ok(())
+                })
+                .await
+            }
+            rpc::NoteSent::KIND => {
+                self.serve(call, text, |rules, c: rpc::NoteSent, now| {
+                    rules.note_sent(&c.header, c.heartbeat.as_ref(), now)
+                })
+                .await
+            }
+            rpc::Heartbeat::KIND => {
+                self.serve(call, text, |rules, c: rpc::Heartbeat, now| {
+                    rules.heartbeat(&c.caller, now)
+                })
+                .await
+            }
+            rpc::HeartbeatAge::KIND => {
+                self.serve(call, text, |rules, c: rpc::HeartbeatAge, now| {
+                    rules.heartbeat_age(&c.caller, now)
+                })
+                .await
+            }
+            rpc::GetStats::KIND => {
+                self.serve(call, text, |rules, c: rpc::GetStats, now| {
+                    rules.stats(&c.caller, now)
+                })
+                .await
+            }
+            rpc::Share::KIND => {
+                self.serve(call, text, |rules, c: rpc::Share, now| {
+                    rules.share(&c.caller, &c.group_id, now)
+                })
+                .await
+            }
+            rpc::ListShares::KIND => {
+                self.serve(call, text, |rules, c: rpc::ListShares, now| {
+                    rules.shares(&c.caller, now)
+                })
+                .await
+            }
+            rpc::Unshare::KIND => {
+                self.serve(call, text, |rules, c: rpc::Unshare, now| {
+                    rules.unshare(&c.caller, &c.group_id, now)
+                })
+                .await
+            }
+            other => unknown_call(other),
+        }
+    }
+}
+
 /// What a subscription got: a socket for the Worker, or an answer at once.
 enum Subscribed {
     Socket(WebSocket),
-    Answered(Reply),
+    /// A long poll's message, queued already.
+    Answered(String),
 }
 
 /// Reads the [`Subscribe`] call from the upgrade request's URL.
@@ -416,77 +477,57 @@ impl Mailbox {
         Ok(())
     }
 
-    /// An object's answer to the Worker, with the rows written and this instance's
-    /// boot id.
-    fn answer(&self, outcome: &Outcome, rows_before: u64) -> worker::Result<Response> {
-        let mut response = outcome_response(outcome, rows_before)?;
-        let headers = response.headers_mut();
-        headers.set(BOOT_HEADER, &self.boot_id)?;
-        headers.set(ISOLATE_ROWS_HEADER, &rows_written_so_far().to_string())?;
-        let constructed = CONSTRUCTED.with(Cell::get);
-        headers.set(CONSTRUCTED_HEADER, &constructed.to_string())?;
-        Ok(response)
-    }
-
-    /// Every call that answers at once.
-    fn apply(&self, call: MailboxCall) -> Outcome {
-        let now = now_s();
-        self.rules_then(|mailbox| self.apply_rules(mailbox, call, now))
-    }
-
-    fn apply_rules(
-        &self,
-        mailbox: &mut MailboxRules<SqliteMailbox>,
-        call: MailboxCall,
-        now: f64,
-    ) -> Outcome {
-        let done = |()| Reply::Done;
-        match call {
-            MailboxCall::Create {
-                caller,
-                mailbox: id,
-                agent,
-            } => mailbox.create(&caller, &id, agent, now).map(done),
-            MailboxCall::Status { caller } => mailbox.status(&caller, now).map(Reply::Status),
-            MailboxCall::Terminate { caller } => {
-                mailbox.terminate(&caller, now)?;
-                // Every waiting stream and poll is told, and its socket closed.
-                self.dispatch(now);
-                Ok(Reply::Done)
-            }
-            MailboxCall::Deliver {
-                caller,
-                message,
-                from_here,
-                replay_window_s,
-                stamps_heartbeat,
-            } => {
-                let message = IncomingMessage::parse(message)
-                    .map_err(|reason| ExchangeError::field("message", reason))?;
-                mailbox.deliver(caller.as_ref(), &message, now, replay_window_s)?;
-                if from_here {
-                    let heartbeat_by = caller.as_ref().filter(|_| stamps_heartbeat);
-                    mailbox.note_sent(&message.header, heartbeat_by, now)?;
-                }
-                self.dispatch(now);
-                Ok(Reply::Done)
-            }
-            MailboxCall::NoteSent { header, heartbeat } => mailbox
-                .note_sent(&header, heartbeat.as_ref(), now)
-                .map(done),
-            MailboxCall::Heartbeat { caller } => mailbox.heartbeat(&caller, now).map(done),
-            MailboxCall::HeartbeatAge { caller } => {
-                mailbox.heartbeat_age(&caller, now).map(Reply::HeartbeatAge)
-            }
-            MailboxCall::Stats { caller } => mailbox.stats(&caller, now).map(Reply::Stats),
-            MailboxCall::Share { caller, group_id } => {
-                mailbox.share(&caller, &group_id, now).map(done)
-            }
-            MailboxCall::ListShares { caller } => mailbox.shares(&caller, now).map(Reply::Shares),
-            MailboxCall::Unshare { caller, group_id } => {
-                mailbox.unshare(&caller, &group_id, now).map(done)
-            }
+    /// What a call cost here since `rows_before`, and this instance.
+    fn costs(&self, rows_before: u64, costs: &Costs) -> CallCosts {
+        CallCosts {
+            rows_written: rows_written_so_far() - rows_before,
+            object_calls: costs.object_calls.get(),
+            instance: Some(InstanceReport {
+                boot_id: self.boot_id.clone(),
+                isolate_rows_written: rows_written_so_far(),
+                isolate_objects_constructed: CONSTRUCTED.with(Cell::get),
+            }),
         }
+    }
+
+    /// Serves one call of kind `C`: `apply` runs it on the rules; the alarm is
+    /// moved in the same turn as its writes, and the follow-ups it owes are
+    /// carried out before it is answered.
+    async fn serve<C: MailboxCall>(
+        &self,
+        call: &str,
+        text: Option<String>,
+        apply: impl FnOnce(&mut MailboxRules<SqliteMailbox>, C, f64) -> Result<C::Reply, ExchangeError>,
+    ) -> String {
+        let rows_before = rows_written_so_far();
+        // The calls this object makes for the caller (its follow-ups).
+        let costs = Costs::default();
+        let outcome = self.outcome(call, text, apply, &costs).await;
+        let answer = Answer {
+            outcome,
+            costs: self.costs(rows_before, &costs),
+        };
+        answer_json(&answer)
+    }
+
+    async fn outcome<C: MailboxCall>(
+        &self,
+        call: &str,
+        text: Option<String>,
+        apply: impl FnOnce(&mut MailboxRules<SqliteMailbox>, C, f64) -> Result<C::Reply, ExchangeError>,
+        costs: &Costs,
+    ) -> Result<C::Reply, ExchangeError> {
+        self.read_alarm().await?;
+        let call = read_call::<C>(call, text)?;
+        let now = now_s();
+        let reply = self.rules_then(|rules| apply(rules, call, now));
+        self.arm().await;
+        let reply = reply?;
+        if C::MAY_OWE_FOLLOW_UPS {
+            self.follow_up(costs).await?;
+            self.arm().await;
+        }
+        Ok(reply)
     }
 
     /// Opens a listen stream's or long poll's socket, or answers at once: an
@@ -508,7 +549,7 @@ impl Mailbox {
                 let received = rules.receive(&call.caller, &leased, now);
                 self.need_alarm_by(rules.alarm_by());
                 if let Some(message) = received? {
-                    return Ok(Subscribed::Answered(Reply::Message(message.text)));
+                    return Ok(Subscribed::Answered(message.text));
                 }
                 (SubscriberKind::Poll { served: false }, None)
             }

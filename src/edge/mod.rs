@@ -15,13 +15,14 @@ mod subscription;
 
 use std::cell::{Cell, RefCell};
 
-use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen::prelude::wasm_bindgen;
+use worker::wasm_bindgen::JsValue;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{js_sys, web_sys, Date, Env, Response};
+use worker::{js_sys, Date, Env};
 
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
-use crate::rpc::{Outcome, Reply};
+use crate::rpc::{Answer, CallCosts, InstanceReport, ObjectCall};
 use placement::PlacedNamespace;
 
 /// Seconds since the epoch: the `now` every core operation takes.
@@ -49,13 +50,6 @@ fn internal(context: &str) -> impl Fn(worker::Error) -> ExchangeError + '_ {
     move |error| ExchangeError::internal(format!("{context}: {error}"))
 }
 
-/// The header in which an object reports the SQLite rows one call wrote.
-const ROWS_WRITTEN_HEADER: &str = "x-exchange-rows-written";
-
-/// The header in which an object reports the object calls it made for one call
-/// (its follow-ups): they count as the caller's.
-const OBJECT_CALLS_HEADER: &str = "x-exchange-object-calls";
-
 /// What one public request cost: object calls made and SQLite rows they wrote.
 /// Sent back as response headers when `EXCHANGE_COST_HEADERS` is set (benchmarks).
 #[derive(Default)]
@@ -64,45 +58,49 @@ struct Costs {
     pub(crate) reported: Cell<bool>,
     pub(crate) object_calls: Cell<u64>,
     pub(crate) rows_written: Cell<u64>,
-    /// The headers about the mailbox object instance that answered last (its
-    /// boot id; its isolate's rows written and objects constructed so far),
-    /// passed on as they are.
-    pub(crate) object_instance: RefCell<Vec<(&'static str, String)>>,
+    /// The mailbox object instance that answered last, passed on as it is.
+    pub(crate) instance: RefCell<Option<InstanceReport>>,
 }
 
 impl Costs {
-    fn record(&self, response: &web_sys::Response) {
-        let count = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .ok()
-                .flatten()
-                .and_then(|value| value.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let rows = count(ROWS_WRITTEN_HEADER);
-        let nested = count(OBJECT_CALLS_HEADER);
-        self.object_calls.set(self.object_calls.get() + 1 + nested);
-        self.rows_written.set(self.rows_written.get() + rows);
-        let reported = [
-            mailbox_object::BOOT_HEADER,
-            mailbox_object::ISOLATE_ROWS_HEADER,
-            mailbox_object::CONSTRUCTED_HEADER,
-        ];
-        let instance: Vec<(&'static str, String)> = reported
-            .into_iter()
-            .filter_map(|name| Some((name, response.headers().get(name).ok()??)))
-            .collect();
-        if !instance.is_empty() {
-            *self.object_instance.borrow_mut() = instance;
+    /// One object call and what it cost at the object.
+    fn record(&self, costs: CallCosts) {
+        self.object_calls
+            .set(self.object_calls.get() + 1 + costs.object_calls);
+        self.rows_written
+            .set(self.rows_written.get() + costs.rows_written);
+        if costs.instance.is_some() {
+            *self.instance.borrow_mut() = costs.instance;
         }
     }
-}
 
-/// An object answered with a reply of the wrong kind for the call: a fault.
-fn unexpected(reply: Reply) -> ExchangeError {
-    ExchangeError::internal(format!("unexpected object reply {reply:?}"))
+    /// The response headers reporting the costs.
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (
+                "x-exchange-object-calls",
+                self.object_calls.get().to_string(),
+            ),
+            (
+                "x-exchange-rows-written",
+                self.rows_written.get().to_string(),
+            ),
+        ];
+        if let Some(instance) = self.instance.take() {
+            headers.extend([
+                ("x-exchange-object-boot", instance.boot_id),
+                (
+                    "x-exchange-isolate-rows-written",
+                    instance.isolate_rows_written.to_string(),
+                ),
+                (
+                    "x-exchange-isolate-objects-constructed",
+                    instance.isolate_objects_constructed.to_string(),
+                ),
+            ]);
+        }
+        headers
+    }
 }
 
 /// Any failure of a JavaScript call on the way to or from an object.
@@ -110,79 +108,75 @@ fn js_internal(context: &str) -> impl Fn(JsValue) -> ExchangeError + '_ {
     move |error| ExchangeError::internal(format!("{context}: {error:?}"))
 }
 
-/// Sends `call` (JSON) to the object `name` of `namespace`; returns its raw response.
-///
-/// Works on the runtime's own `Request`/`Response` rather than `worker`'s wrappers:
-/// those read a body chunk by chunk through a stream reader and copy headers and
-/// `cf` properties on every call, which showed up in CPU profiles as a large part
-/// of each object call.
-async fn call_object(
-    costs: &Costs,
-    namespace: &PlacedNamespace,
-    name: &str,
-    call: &impl serde::Serialize,
-) -> Result<web_sys::Response, ExchangeError> {
-    let body = serde_json::to_string(call).map_err(|e| ExchangeError::internal(e.to_string()))?;
-    let init = web_sys::RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&JsValue::from_str(&body));
-    let request = web_sys::Request::new_with_str_and_init("https://object/", &init)
-        .map_err(js_internal("object request"))?;
-    fetch_object(costs, namespace, name, &request).await
+#[wasm_bindgen]
+extern "C" {
+    /// A stub of one of this Worker's objects, reached by RPC: the `rpc` method
+    /// of the object classes in `src/js/entry.mjs`.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type ObjectStub;
+
+    /// Resolves to the object's [`Answer`] as JSON.
+    #[wasm_bindgen(method, catch)]
+    fn rpc(
+        this: &ObjectStub,
+        kind: &str,
+        call: &str,
+        text: Option<&str>,
+    ) -> Result<js_sys::Promise, JsValue>;
 }
 
-/// Sends `request` to the object `name` of `namespace`; returns its raw response.
-async fn fetch_object(
+/// Makes `call` on the object `name` of `namespace`, by RPC: one string of JSON
+/// each way (plus a message's text), rather than a `Request` and a `Response`
+/// whose wrappers read method, URL, headers and body on both sides of every call.
+async fn call_object<C: ObjectCall>(
     costs: &Costs,
     namespace: &PlacedNamespace,
     name: &str,
-    request: &web_sys::Request,
-) -> Result<web_sys::Response, ExchangeError> {
-    let stub: worker::worker_sys::DurableObject = namespace.stub(name)?.into_rpc();
+    call: &C,
+) -> Result<C::Reply, ExchangeError> {
+    let json = serde_json::to_string(call).map_err(|e| ExchangeError::internal(e.to_string()))?;
+    let stub: ObjectStub = namespace.stub(name)?.into_rpc();
     let promise = stub
-        .fetch_with_request(request)
+        .rpc(C::KIND, &json, call.text())
         .map_err(js_internal("object call"))?;
-    let response: web_sys::Response = JsFuture::from(promise)
+    let answer = JsFuture::from(promise)
         .await
-        .map_err(js_internal("object call"))?
-        .unchecked_into();
-    costs.record(&response);
-    Ok(response)
+        .map_err(js_internal("object call"))?;
+    let answer: Answer<C::Reply> = read_answer(&answer)?;
+    costs.record(answer.costs);
+    answer.outcome
 }
 
-/// A body read whole, in one call into the runtime.
-async fn body_text(promise: Result<js_sys::Promise, JsValue>) -> Result<String, ExchangeError> {
-    let text = JsFuture::from(promise.map_err(js_internal("body"))?)
-        .await
-        .map_err(js_internal("body"))?;
-    text.as_string()
-        .ok_or_else(|| ExchangeError::internal("body is not text"))
-}
-
-/// Reads an object's [`Outcome`] from its response.
-async fn read_outcome(response: web_sys::Response) -> Outcome {
-    let text = body_text(response.text()).await?;
-    serde_json::from_str::<Outcome>(&text).map_err(|e| {
+/// An object's [`Answer`] from its JSON.
+fn read_answer<R: serde::de::DeserializeOwned>(json: &JsValue) -> Result<Answer<R>, ExchangeError> {
+    let text = json
+        .as_string()
+        .ok_or_else(|| ExchangeError::internal("object answer is not text"))?;
+    serde_json::from_str(&text).map_err(|e| {
         let start: String = text.chars().take(200).collect();
-        ExchangeError::internal(format!("object reply: {e} in {start:?}"))
-    })?
+        ExchangeError::internal(format!("object answer: {e} in {start:?}"))
+    })
 }
 
-/// The call an object was sent, parsed with serde_json from the body text (not
-/// through a JavaScript object, which costs a runtime call per field).
-async fn read_call<T: serde::de::DeserializeOwned>(
-    request: &worker::Request,
-) -> Result<T, ExchangeError> {
-    let text = body_text(request.inner().text()).await?;
-    serde_json::from_str(&text).map_err(|e| ExchangeError::internal(format!("object call: {e}")))
+/// Reads a call of kind `C` that arrived by RPC.
+fn read_call<C: ObjectCall>(json: &str, text: Option<String>) -> Result<C, ExchangeError> {
+    serde_json::from_str::<C>(json)
+        .map_err(|e| ExchangeError::internal(format!("object call {}: {e}", C::KIND)))?
+        .with_text(text)
 }
 
-/// An object's answer to the Worker, with the rows written since `rows_before`.
-fn outcome_response(outcome: &Outcome, rows_before: u64) -> worker::Result<Response> {
-    let mut response = Response::from_json(outcome)?;
-    let rows = sqlite::rows_written_so_far() - rows_before;
-    response
-        .headers_mut()
-        .set(ROWS_WRITTEN_HEADER, &rows.to_string())?;
-    Ok(response)
+/// An object's answer as JSON. Serializing these plain types cannot fail; if it
+/// did, the caller reads an internal error from the empty answer.
+fn answer_json<R: serde::Serialize>(answer: &Answer<R>) -> String {
+    serde_json::to_string(answer).unwrap_or_default()
+}
+
+/// The answer to a call of a kind the object does not take.
+fn unknown_call(kind: &str) -> String {
+    answer_json(&Answer::<()> {
+        outcome: Err(ExchangeError::internal(format!(
+            "unknown object call {kind:?}"
+        ))),
+        costs: CallCosts::default(),
+    })
 }

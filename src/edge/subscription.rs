@@ -16,16 +16,17 @@ use futures::future::{select, Either};
 use futures::{stream, StreamExt};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::ext::{ResponseExt, WebSocketExt};
 use worker::{js_sys, web_sys, Delay, Headers, Response};
 
-use super::{fetch_object, js_internal, now_s, read_outcome, unexpected, Costs, PlacedNamespace};
+use super::{js_internal, now_s, read_answer, Costs, PlacedNamespace};
 use crate::core::listen::{StreamSession, StreamStep};
 use crate::core::permission::Identity;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::sse;
-use crate::rpc::{confirmation, Outcome, Pushed, Reply, Subscribe, Wait, PING, PONG};
+use crate::rpc::{confirmation, Answer, CallCosts, Pushed, Subscribe, Wait, PING, PONG};
 
 /// How long the client waits before reconnecting after a stream ends: short, so a
 /// listener that timed out idle is back within a blink.
@@ -47,7 +48,7 @@ pub(super) struct Waiter {
 enum Opened {
     Socket(ObjectSocket),
     /// An answer at once: an error, or a long poll's queued message.
-    Answered(Outcome),
+    Answered(Result<String, ExchangeError>),
 }
 
 /// Asks the object `uid` of `namespace` to subscribe: a WebSocket upgrade whose
@@ -72,11 +73,26 @@ async fn open(
     init.set_headers(&headers);
     let request = web_sys::Request::new_with_str_and_init(&url, &init)
         .map_err(js_internal("subscribe request"))?;
-    let response = fetch_object(costs, namespace, uid, &request).await?;
-    match response.websocket() {
-        Some(ws) => Ok(Opened::Socket(ObjectSocket::accept(ws)?)),
-        None => Ok(Opened::Answered(read_outcome(response).await)),
+    let stub: worker::worker_sys::DurableObject = namespace.stub(uid)?.into_rpc();
+    let promise = stub
+        .fetch_with_request(&request)
+        .map_err(js_internal("subscribe"))?;
+    let response: web_sys::Response = JsFuture::from(promise)
+        .await
+        .map_err(js_internal("subscribe"))?
+        .unchecked_into();
+    if let Some(ws) = response.websocket() {
+        // The socket's own costs are not reported (no rows are written to open it).
+        costs.record(CallCosts::default());
+        return Ok(Opened::Socket(ObjectSocket::accept(ws)?));
     }
+    let text = response.text().map_err(js_internal("subscribe answer"))?;
+    let text = JsFuture::from(text)
+        .await
+        .map_err(js_internal("subscribe answer"))?;
+    let answer: Answer<String> = read_answer(&text)?;
+    costs.record(answer.costs);
+    Ok(Opened::Answered(answer.outcome))
 }
 
 /// What arrives on the socket from the object.
@@ -193,12 +209,7 @@ pub(super) async fn receive(
     let deadline = now_s() + timeout_s;
     for _ in 0..POLL_ATTEMPTS {
         let mut socket = match open(costs, namespace, uid, &call).await? {
-            Opened::Answered(outcome) => {
-                return match outcome? {
-                    Reply::Message(text) => Ok(text),
-                    other => Err(unexpected(other)),
-                }
-            }
+            Opened::Answered(outcome) => return outcome,
             Opened::Socket(socket) => socket,
         };
         match arrival_before(&mut socket, deadline).await {
@@ -238,11 +249,11 @@ pub(super) async fn listen(
     };
     let socket = match open(costs, namespace, uid, &call).await? {
         Opened::Socket(socket) => socket,
+        // Only a long poll is answered with a message.
         Opened::Answered(outcome) => {
-            return Err(match outcome {
-                Err(error) => error,
-                Ok(reply) => unexpected(reply),
-            })
+            return Err(outcome.err().unwrap_or_else(|| {
+                ExchangeError::internal("a listen stream was answered a message")
+            }))
         }
     };
     let relay = Relay {

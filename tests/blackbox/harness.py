@@ -418,7 +418,7 @@ class WorkerdDirectProcess(ExchangeProcess):
             'node',
             str(REPO / 'bench' / 'serve_workerd.mjs'),
             '--script',
-            str(self.build_dir / 'index.js'),
+            str(entry_module(self.build_dir)),
             '--port',
             str(self.port),
             '--persist',
@@ -429,6 +429,13 @@ class WorkerdDirectProcess(ExchangeProcess):
             config['compatibility_date'],
         ]
         return cmd, dict(os.environ), REPO
+
+
+def entry_module(build_dir: Path) -> Path:
+    """The module a build is served from: its ``entry.mjs`` (the object classes as
+    RPC needs them), or ``index.js`` for builds made before it existed."""
+    entry = build_dir / 'entry.mjs'
+    return entry if entry.exists() else build_dir / 'index.js'
 
 
 def group_members(groups: set[int]) -> list[Path]:
