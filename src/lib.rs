@@ -5,7 +5,9 @@
 //! ```text
 //! protocol/   the wire contract: entity ids, message headers, routes and fields,
 //!             errors → HTTP status and text (one place), config (and data
-//!             location), SSE framing, the one log line per request
+//!             location), SSE framing, the one log line per request, and the
+//!             documents served about it (`about`: the index, the OpenAPI
+//!             document and the guide from `docs/`)
 //! store/      synchronous storage traits the core runs on (+ in-memory, for tests)
 //! core/       the rules: mailbox state machine (with the follow-ups a change
 //!             owes other objects), listen sessions (which message a waiting
@@ -26,6 +28,8 @@
 //! Dependency rule: `protocol` ← `store` ← `core` ← `auth`, `rpc` ← `edge`.
 //! Everything but `edge` is pure and tested natively with `cargo test`; `edge` is
 //! the only code that touches `worker` types, the clock or the network.
+//!
+//! Adding a route: `docs/adding-a-route.md` lists every place it touches.
 //!
 //! A request flows: the Worker parses and validates it (`protocol::request`),
 //! then calls the object of the mailbox it names by RPC (an `rpc::ObjectCall`),

@@ -19,11 +19,12 @@ use super::{call_object, config, internal, js_internal, setting, Costs, PlacedNa
 use crate::auth::AuthSettings;
 use crate::core::mailbox::StatusAnswer;
 use crate::core::permission::Identity;
+use crate::protocol::about::{self, Page};
 use crate::protocol::body::BodyBuffer;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::request::{
-    last_event_id, parse_command, stamps_heartbeat, Command, Route, ACADEMY_VERSION_HEADER,
+    last_event_id, parse_command, stamps_heartbeat, Command, Endpoint, ACADEMY_VERSION_HEADER,
 };
 use crate::protocol::request_log::{self, RequestLog};
 use crate::rpc::{self, ObjectCall};
@@ -77,14 +78,20 @@ fn write_log(
     }
 }
 
-/// The one place an [`ExchangeError`] becomes HTTP. Clients see only the public
-/// text; the request's log line carries a server fault's cause.
+/// The one place an [`ExchangeError`] becomes HTTP: its status and its text as
+/// `text/plain`. Clients see only the public text; the request's log line carries
+/// a server fault's cause.
 fn error_response(error: &ExchangeError) -> worker::Result<Response> {
-    let mut response = Response::error(error.text(), error.status())?;
+    let mut response = Response::builder()
+        .with_status(error.status())
+        .ok(error.text())?;
     if let Some(seconds) = error.retry_after_s() {
         response
             .headers_mut()
             .set("retry-after", &seconds.to_string())?;
+    }
+    if let Some(methods) = error.allow() {
+        response.headers_mut().set("allow", methods)?;
     }
     Ok(response)
 }
@@ -116,6 +123,20 @@ fn json_response(value: serde_json::Value) -> Result<Response, ExchangeError> {
     Response::from_json(&value).map_err(internal("response"))
 }
 
+fn document_response(page: Page) -> Result<Response, ExchangeError> {
+    let mut response = Response::builder()
+        .with_header("content-type", page.content_type)
+        .map_err(internal("response"))?
+        .fixed(page.body.into_owned().into_bytes());
+    if page.negotiated {
+        response
+            .headers_mut()
+            .set("vary", "Accept")
+            .map_err(internal("response"))?;
+    }
+    Ok(response)
+}
+
 fn empty() -> Result<Response, ExchangeError> {
     Response::empty().map_err(internal("response"))
 }
@@ -132,7 +153,14 @@ async fn handle(
         .map_err(|reason| ExchangeError::Configuration { reason })?;
     let method = request.method().to_string();
     let url = request.url().map_err(internal("url"))?;
-    let route = Route::resolve(&method, url.path())?;
+    let route = match Endpoint::resolve(&method, url.path())? {
+        Endpoint::Operation(route) => route,
+        // Documents about the exchange are for anyone: no credentials, no body.
+        Endpoint::Document(document) => {
+            let accept = request.headers().get("accept").ok().flatten();
+            return document_response(about::page(document, accept.as_deref()));
+        }
+    };
     log.route = Some(route);
     // Who is calling comes only from the authenticator, never from client headers.
     let caller = authenticate(request, &auth).await?;

@@ -17,8 +17,13 @@ pub enum ExchangeError {
     InvalidTimeout { max_s: f64 },
     /// No such route.
     UnknownRoute { method: String, path: String },
-    /// A known path with a method it does not serve.
-    MethodNotAllowed { method: String, path: String },
+    /// A known path with a method it does not serve; `allow` lists those it does
+    /// (sent as the `Allow` header).
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
     /// No usable credentials were sent.
     Unauthorized,
     /// Credentials were sent but refused (unknown, inactive, expired, wrong audience).
@@ -58,7 +63,8 @@ impl ExchangeError {
         }
     }
 
-    /// The HTTP status the client maps to an exception (see PROTOCOL.md).
+    /// The HTTP status the client maps to an exception (the table is in
+    /// `docs/protocol.md`, and per route in `docs/openapi.json`).
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidBody { .. } | Self::InvalidField { .. } | Self::InvalidTimeout { .. } => {
@@ -107,7 +113,15 @@ impl ExchangeError {
         }
     }
 
-    /// The response body text.
+    /// The methods the path serves, sent as `Allow` with a 405.
+    pub fn allow(&self) -> Option<&str> {
+        match self {
+            Self::MethodNotAllowed { allow, .. } => Some(allow),
+            _ => None,
+        }
+    }
+
+    /// The response body text (sent as `text/plain`).
     pub fn text(&self) -> String {
         match self {
             Self::InvalidBody { reason } => format!("Invalid request body: {reason}"),
@@ -119,7 +133,7 @@ impl ExchangeError {
                 format_seconds(*max_s)
             ),
             Self::UnknownRoute { method, path } => format!("No route for {method} {path}"),
-            Self::MethodNotAllowed { method, path } => {
+            Self::MethodNotAllowed { method, path, .. } => {
                 format!("Method {method} is not allowed on {path}")
             }
             Self::Unauthorized => "Missing required headers.".to_owned(),
@@ -210,6 +224,7 @@ mod tests {
             ExchangeError::MethodNotAllowed {
                 method: "PUT".into(),
                 path: "/mailbox".into(),
+                allow: "POST, DELETE, GET".into(),
             },
             ExchangeError::Unauthorized,
             ExchangeError::TokenRejected { reason: "x".into() },

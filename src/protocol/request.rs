@@ -23,6 +23,25 @@ use super::message::IncomingMessage;
 /// The optional path prefix of every route (the hosted exchange's base path).
 pub const API_VERSION_PREFIX: &str = "/v1";
 
+/// What a method and path ask for: one of the exchange's operations, or a document
+/// about the exchange, which anyone may read (no credentials, no body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Document(Document),
+    Operation(Route),
+}
+
+/// The documents that describe the exchange ([`super::about`] writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// `GET /`: what this service is, with links to the other two.
+    Index,
+    /// `GET /openapi.json`: the OpenAPI description of every route.
+    OpenApi,
+    /// `GET /docs`: the protocol guide.
+    Guide,
+}
+
 /// The thirteen operations of the exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -61,13 +80,17 @@ impl Route {
             Route::Stats => "stats",
         }
     }
+}
 
-    /// Finds the route for `method` and `path` (a trailing slash is ignored).
+impl Endpoint {
+    /// Finds what `method` and `path` ask for (a trailing slash is ignored).
     ///
-    /// Every route is also served under `/v1`: academy's hosted exchange lives at
+    /// Everything is also served under `/v1`: academy's hosted exchange lives at
     /// `…/v1`, and users give that pattern to `HttpExchangeFactory(url)`.
     pub fn resolve(method: &str, path: &str) -> Result<Self, ExchangeError> {
+        use Endpoint::Operation;
         let path = match path.strip_prefix(API_VERSION_PREFIX) {
+            Some("") => "/",
             Some(rest) if rest.starts_with('/') => rest,
             _ => path,
         };
@@ -75,22 +98,31 @@ impl Route {
             Some(rest) if !rest.is_empty() => rest,
             _ => path,
         };
-        let by_method: &[(&str, Route)] = match trimmed {
+        let by_method: &[(&str, Endpoint)] = match trimmed {
+            "/" => &[("GET", Endpoint::Document(Document::Index))],
+            "/openapi.json" => &[("GET", Endpoint::Document(Document::OpenApi))],
+            "/docs" => &[("GET", Endpoint::Document(Document::Guide))],
             "/mailbox" => &[
-                ("POST", Route::CreateMailbox),
-                ("DELETE", Route::Terminate),
-                ("GET", Route::Status),
+                ("POST", Operation(Route::CreateMailbox)),
+                ("DELETE", Operation(Route::Terminate)),
+                ("GET", Operation(Route::Status)),
             ],
-            "/message" => &[("PUT", Route::Send), ("GET", Route::Receive)],
-            "/mailbox/listen" => &[("GET", Route::Listen)],
-            "/discover" => &[("GET", Route::Discover)],
+            "/message" => &[
+                ("PUT", Operation(Route::Send)),
+                ("GET", Operation(Route::Receive)),
+            ],
+            "/mailbox/listen" => &[("GET", Operation(Route::Listen))],
+            "/discover" => &[("GET", Operation(Route::Discover))],
             "/mailbox/share" => &[
-                ("POST", Route::Share),
-                ("GET", Route::ListShares),
-                ("DELETE", Route::Unshare),
+                ("POST", Operation(Route::Share)),
+                ("GET", Operation(Route::ListShares)),
+                ("DELETE", Operation(Route::Unshare)),
             ],
-            "/mailbox/heartbeat" => &[("POST", Route::Heartbeat), ("GET", Route::HeartbeatAge)],
-            "/mailbox/stats" => &[("GET", Route::Stats)],
+            "/mailbox/heartbeat" => &[
+                ("POST", Operation(Route::Heartbeat)),
+                ("GET", Operation(Route::HeartbeatAge)),
+            ],
+            "/mailbox/stats" => &[("GET", Operation(Route::Stats))],
             _ => {
                 return Err(ExchangeError::UnknownRoute {
                     method: method.to_owned(),
@@ -101,10 +133,15 @@ impl Route {
         by_method
             .iter()
             .find(|(allowed, _)| allowed.eq_ignore_ascii_case(method))
-            .map(|(_, route)| *route)
+            .map(|(_, endpoint)| *endpoint)
             .ok_or_else(|| ExchangeError::MethodNotAllowed {
                 method: method.to_owned(),
                 path: trimmed.to_owned(),
+                allow: by_method
+                    .iter()
+                    .map(|(allowed, _)| *allowed)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 }
@@ -606,17 +643,22 @@ mod tests {
             ("GET", "/mailbox/stats", Route::Stats),
         ];
         for (method, path, route) in table {
-            assert_eq!(Route::resolve(method, path), Ok(route), "{method} {path}");
-        }
-        assert_eq!(Route::resolve("get", "/mailbox/"), Ok(Route::Status));
-        assert_eq!(Route::resolve("GET", "/v1/mailbox"), Ok(Route::Status));
-        assert_eq!(
-            Route::resolve("GET", "/v1/mailbox/listen/"),
-            Ok(Route::Listen)
-        );
-        for not_routes in ["/v1", "/v1/", "/v1mailbox", "/v2/mailbox", "/v1/v1/mailbox"] {
             assert_eq!(
-                Route::resolve("GET", not_routes).unwrap_err().status(),
+                Endpoint::resolve(method, path),
+                Ok(Endpoint::Operation(route)),
+                "{method} {path}"
+            );
+        }
+        let status = Ok(Endpoint::Operation(Route::Status));
+        assert_eq!(Endpoint::resolve("get", "/mailbox/"), status);
+        assert_eq!(Endpoint::resolve("GET", "/v1/mailbox"), status);
+        assert_eq!(
+            Endpoint::resolve("GET", "/v1/mailbox/listen/"),
+            Ok(Endpoint::Operation(Route::Listen))
+        );
+        for not_routes in ["/v1mailbox", "/v2/mailbox", "/v1/v1/mailbox", "/v1/v1"] {
+            assert_eq!(
+                Endpoint::resolve("GET", not_routes).unwrap_err().status(),
                 404,
                 "{not_routes}"
             );
@@ -624,16 +666,44 @@ mod tests {
     }
 
     #[test]
-    fn unknown_paths_are_404_and_wrong_methods_405() {
-        assert_eq!(Route::resolve("GET", "/nope").unwrap_err().status(), 404);
-        assert_eq!(Route::resolve("GET", "/").unwrap_err().status(), 404);
+    fn the_documents_resolve_at_the_root_and_under_v1() {
+        let table = [
+            ("/", Document::Index),
+            ("/v1", Document::Index),
+            ("/v1/", Document::Index),
+            ("/openapi.json", Document::OpenApi),
+            ("/v1/openapi.json", Document::OpenApi),
+            ("/docs", Document::Guide),
+            ("/v1/docs/", Document::Guide),
+        ];
+        for (path, document) in table {
+            assert_eq!(
+                Endpoint::resolve("GET", path),
+                Ok(Endpoint::Document(document)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405_with_the_allowed_ones() {
+        assert_eq!(Endpoint::resolve("GET", "/nope").unwrap_err().status(), 404);
         assert_eq!(
-            Route::resolve("PATCH", "/mailbox").unwrap_err().status(),
-            405
+            Endpoint::resolve("PATCH", "/mailbox").unwrap_err(),
+            ExchangeError::MethodNotAllowed {
+                method: "PATCH".into(),
+                path: "/mailbox".into(),
+                allow: "POST, DELETE, GET".into(),
+            }
         );
+        let wrong_method = Endpoint::resolve("POST", "/message").unwrap_err();
+        assert_eq!(wrong_method.status(), 405);
+        assert_eq!(wrong_method.allow(), Some("PUT, GET"));
         assert_eq!(
-            Route::resolve("POST", "/message").unwrap_err().status(),
-            405
+            Endpoint::resolve("POST", "/openapi.json")
+                .unwrap_err()
+                .allow(),
+            Some("GET")
         );
     }
 

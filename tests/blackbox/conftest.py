@@ -15,9 +15,13 @@ from typing import Any
 import pytest
 
 from harness import Api
+from harness import CHECK_OPENAPI
 from harness import ExchangeProcess
 from harness import serving
 from harness import TARGET
+from harness import TRAFFIC
+
+OPENAPI_REPORT = pytest.StashKey[Any]()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -37,6 +41,30 @@ def pytest_collection_modifyitems(
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ``EXCHANGE_CHECK_OPENAPI=1``: every answer the Workers gave this
+    session must match ``docs/openapi.json``, or the session fails. Runs after
+    the last fixture has stopped its Worker, so every recording is whole."""
+    if not CHECK_OPENAPI:
+        return
+    from openapi_check import check
+
+    report = check(TRAFFIC.captures())
+    session.config.stash[OPENAPI_REPORT] = report
+    if report.mismatches:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    report = config.stash.get(OPENAPI_REPORT, None)
+    if report is None:
+        return
+    terminalreporter.section('answers checked against docs/openapi.json')
+    terminalreporter.line(report.summary())
+    for mismatch in report.mismatches[:50]:
+        terminalreporter.line(f'MISMATCH {mismatch}', red=True)
 
 
 @pytest.fixture(scope='session')

@@ -12,6 +12,11 @@ Two targets, chosen with the ``EXCHANGE_TARGET`` environment variable:
 ``wrangler dev`` proxy, for the benchmark and for tests that must see exactly
 what workerd answers.
 
+``EXCHANGE_CHECK_OPENAPI=1`` (``scripts/test.sh`` sets it): every Worker started
+under ``wrangler dev`` is reached through a ``RecordingProxy``, and the session
+ends by checking every answer it recorded against ``docs/openapi.json``
+(``openapi_check``, run from ``conftest.py``).
+
 Nothing here kills a process it did not start: every process is started in a
 new session and stopped through its own process group.
 """
@@ -41,12 +46,20 @@ from typing import Any
 
 import requests
 
+from recording_proxy import RecordingProxy
+from recording_proxy import TrafficLog
+
 REPO = Path(__file__).resolve().parents[2]
 TARGET = os.environ.get('EXCHANGE_TARGET', 'worker').strip().lower() or 'worker'
 if TARGET not in ('worker', 'upstream'):
     raise RuntimeError(
         f'EXCHANGE_TARGET must be "worker" or "upstream", not {TARGET!r}',
     )
+
+# The document describes the Worker, not academy's server.
+CHECK_OPENAPI = TARGET == 'worker' and os.environ.get('EXCHANGE_CHECK_OPENAPI') == '1'
+# What every recording proxy of this process saw.
+TRAFFIC = TrafficLog()
 
 # Defaults both targets are started with (upstream: listen_timeout_s = 60,
 # message_size_limit_kb = 512).
@@ -113,6 +126,9 @@ class ExchangeProcess:
         log_dir: Where the output log goes (a temporary directory if None).
     """
 
+    # Whether its traffic goes through a recording proxy when CHECK_OPENAPI is set.
+    recorded = True
+
     def __init__(
         self,
         target: str | None = None,
@@ -141,6 +157,7 @@ class ExchangeProcess:
             else:
                 self.vars[k] = str(v)
         self.port: int | None = None
+        self.proxy: RecordingProxy | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._log_file: Any = None
@@ -150,6 +167,8 @@ class ExchangeProcess:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError('exchange process not started')
+        if self.proxy is not None:
+            return self.proxy.url
         return f'http://127.0.0.1:{self.port}'
 
     def _command(self) -> tuple[list[str], dict[str, str], Path]:
@@ -243,6 +262,8 @@ class ExchangeProcess:
             start_new_session=True,
         )
         _LIVE.add(self)
+        if CHECK_OPENAPI and self.recorded and self.target in ('worker', 'dev-script'):
+            self.proxy = RecordingProxy(self.port, TRAFFIC)
         try:
             self._wait_ready()
         except BaseException:
@@ -308,6 +329,9 @@ class ExchangeProcess:
         The leader is left unreaped (a zombie) until the group is killed, so
         its pid -- our group id -- cannot be reused by anyone else meanwhile.
         """
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
         proc = self.proc
         if proc is None:
             return
@@ -379,6 +403,9 @@ class WorkerdDirectProcess(ExchangeProcess):
         build_dir: The built Worker to serve (``build/`` unless told).
         kwargs: As ``ExchangeProcess``; ``vars`` go on top of wrangler.toml's.
     """
+
+    # Its tests must see exactly what workerd answers, and upload hundreds of MB.
+    recorded = False
 
     def __init__(self, build_dir: Path = REPO / 'build', **kwargs: Any) -> None:
         super().__init__('worker', **kwargs)
