@@ -22,7 +22,8 @@
 //! edge/       wasm only: the fetch handler, the Worker's side of listen streams
 //!             and long polls (`subscription`), one file per Durable Object
 //!             (Mailbox with its alarm, Directory), carrying out follow-ups
-//!             (`follow_up`), the SQLite stores, authentication I/O
+//!             (`follow_up`), where objects live (`placement`), the SQLite
+//!             stores, authentication I/O
 //! ```
 //!
 //! Dependency rule: `protocol` ← `store` ← `core` ← `auth`, `rpc` ← `edge`.
