@@ -200,8 +200,7 @@ impl<S: MailboxStore> Mailbox<S> {
     /// dropped, the follow-ups owed.
     fn close(&mut self, record: &mut MailboxRecord, now: f64) -> Result<()> {
         record.terminated_at = Some(now);
-        record.used_at = Some(now);
-        self.store.save(record)?;
+        self.save_with_use(record, now)?;
         self.store.take_queue()?;
         for request in self.store.take_in_flight()? {
             if let Some(text) = terminated_reply(&request) {
@@ -212,7 +211,6 @@ impl<S: MailboxStore> Mailbox<S> {
         if record.agent_mro.is_some() {
             self.owe(&FollowUp::SyncDirectory, now)?;
         }
-        self.ring_by(self.expiry.removal_due(record));
         Ok(())
     }
 
@@ -294,10 +292,7 @@ impl<S: MailboxStore> Mailbox<S> {
             self.used(record, now)?;
             return Ok(());
         }
-        // Saved anyway: the use is stamped at no cost.
-        record.used_at = Some(now);
-        self.ring_by(self.expiry.removal_due(&record));
-        Ok(self.store.save(&record)?)
+        self.save_with_use(&mut record, now)
     }
 
     /// Fails unless the mailbox exists, is active and the caller may read it:
@@ -335,10 +330,7 @@ impl<S: MailboxStore> Mailbox<S> {
     pub fn heartbeat(&mut self, caller: &Identity, now: f64) -> Result<()> {
         let mut record = self.active(caller)?;
         record.heartbeat_at = Some(now);
-        // Saved anyway: the use is stamped at no cost.
-        record.used_at = Some(now);
-        self.ring_by(self.expiry.removal_due(&record));
-        Ok(self.store.save(&record)?)
+        self.save_with_use(&mut record, now)
     }
 
     /// Seconds since the last heartbeat, `None` if there was none.
@@ -500,6 +492,14 @@ impl<S: MailboxStore> Mailbox<S> {
             .store
             .load()?
             .filter(|record| record.removed_at.is_none()))
+    }
+
+    /// Saves a record that changed anyway, stamping the use at no extra cost,
+    /// and asks for the alarm of its removal.
+    fn save_with_use(&mut self, record: &mut MailboxRecord, now: f64) -> Result<()> {
+        record.used_at = Some(now);
+        self.ring_by(self.expiry.removal_due(record));
+        Ok(self.store.save(record)?)
     }
 
     /// Notes a use of the mailbox: saves the record only if its stored use is
