@@ -15,8 +15,7 @@ use worker::{event, Context, Date, Env, Request, Response};
 
 use super::authenticate::authenticate;
 use super::subscription::{self, Waiter};
-use super::{call_object, config, internal, js_internal, setting, Costs, PlacedNamespace};
-use crate::auth::AuthSettings;
+use super::{call_object, internal, js_internal, settings, Costs, PlacedNamespace};
 use crate::core::mailbox::StatusAnswer;
 use crate::core::permission::Identity;
 use crate::protocol::about::{self, Page};
@@ -147,10 +146,9 @@ async fn handle(
     costs: &Costs,
     log: &mut RequestLog,
 ) -> Result<Response, ExchangeError> {
-    let config = &config(env)?;
+    let settings = settings(env)?;
+    let (config, auth) = (&settings.config, &settings.auth);
     costs.reported.set(config.cost_headers);
-    let auth = AuthSettings::from_vars(|name| setting(env, name))
-        .map_err(|reason| ExchangeError::Configuration { reason })?;
     let method = request.method().to_string();
     let url = request.url().map_err(internal("url"))?;
     let route = match Endpoint::resolve(&method, url.path())? {
@@ -163,7 +161,7 @@ async fn handle(
     };
     log.route = Some(route);
     // Who is calling comes only from the authenticator, never from client headers.
-    let caller = authenticate(request, &auth).await?;
+    let caller = authenticate(request, auth).await?;
 
     let body = read_body(request, config.body_size_limit()).await?;
     let query: Vec<(String, String)> = if method == "GET" {

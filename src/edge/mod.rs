@@ -13,13 +13,15 @@ mod placement;
 mod sqlite;
 mod subscription;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::rc::Rc;
 
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::JsValue;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{js_sys, Date, Env};
 
+use crate::auth::AuthSettings;
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::rpc::{Answer, CallCosts, InstanceReport, ObjectCall};
@@ -30,8 +32,39 @@ fn now_s() -> f64 {
     Date::now().as_millis() as f64 / 1000.0
 }
 
-/// The exchange's settings from the Worker's `[vars]` and, for credentials,
-/// secrets (both are strings).
+/// The exchange's settings and how callers are authenticated, from the Worker's
+/// `[vars]` and, for credentials, secrets (both are strings).
+struct Settings {
+    config: Config,
+    auth: AuthSettings,
+}
+
+thread_local! {
+    /// The settings, read once per isolate: vars and secrets cannot change while
+    /// an isolate lives (a new deployment or secret starts new isolates), and
+    /// reading them costs about twenty calls into JavaScript per request.
+    static SETTINGS: OnceCell<Result<Rc<Settings>, ExchangeError>> = const { OnceCell::new() };
+}
+
+/// The settings, read on the isolate's first request (see [`SETTINGS`]). A
+/// setting that is wrong stays wrong until the deployment changes, so the error
+/// is kept too.
+fn settings(env: &Env) -> Result<Rc<Settings>, ExchangeError> {
+    SETTINGS.with(|settings| {
+        settings
+            .get_or_init(|| {
+                let read = |name: &str| setting(env, name);
+                let invalid = |reason| ExchangeError::Configuration { reason };
+                Ok(Rc::new(Settings {
+                    config: Config::from_vars(read).map_err(invalid)?,
+                    auth: AuthSettings::from_vars(read).map_err(invalid)?,
+                }))
+            })
+            .clone()
+    })
+}
+
+/// The exchange's settings alone, for the objects: they authenticate no one.
 fn config(env: &Env) -> Result<Config, ExchangeError> {
     Config::from_vars(|name| setting(env, name))
         .map_err(|reason| ExchangeError::Configuration { reason })
