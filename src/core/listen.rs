@@ -208,7 +208,7 @@ impl<S: MailboxStore> Mailbox<S> {
 
     /// The Worker wrote every message it was sent up to `seq` to its client
     /// (confirmations are cumulative): a stream's are kept for replay, a poll's
-    /// is removed. Idempotent; a confirmation for a message the subscriber no
+    /// is taken (as by `GET /message`). Idempotent; a confirmation for a message the subscriber no
     /// longer holds (taken over) still counts, since its client got it.
     pub fn confirm(&mut self, subscriber: &mut Subscriber, seq: u64, now: f64) -> Result<()> {
         let mut confirmed: Vec<u64> = Vec::new();
@@ -225,7 +225,7 @@ impl<S: MailboxStore> Mailbox<S> {
         for seq in confirmed {
             match subscriber.kind {
                 SubscriberKind::Stream { .. } => self.store_mut().mark_delivered(seq, now)?,
-                SubscriberKind::Poll { .. } => self.store_mut().remove(seq)?,
+                SubscriberKind::Poll { .. } => self.store_mut().take(seq)?,
             }
         }
         if let Some(record) = self.current()? {
@@ -653,6 +653,94 @@ mod tests {
         let mut subs = vec![stream(&mut mailbox, Some(0))];
         let pushes = pushed(&mailbox.dispatch(&mut subs, 0.0).unwrap());
         assert_ne!(pushes[0].1, a);
+    }
+
+    /// A request from a user to `dest` at `now`: its sequence number and tag.
+    fn send_request(
+        mailbox: &mut Mailbox<MemoryMailbox>,
+        dest: &EntityId,
+        now: f64,
+    ) -> (u64, Uuid) {
+        let tag = Uuid::new_v4();
+        let text = message_text(&entity(Role::User), dest, "request", tag);
+        let message = IncomingMessage::parse(text).unwrap();
+        (mailbox.deliver(None, &message, now, WINDOW).unwrap(), tag)
+    }
+
+    /// `mailbox` answers the request `tag` (its agent sent the response).
+    fn answer(mailbox: &mut Mailbox<MemoryMailbox>, id: &EntityId, tag: Uuid, now: f64) {
+        let text = message_text(id, &entity(Role::User), "response", tag);
+        let response = IncomingMessage::parse(text).unwrap();
+        mailbox.note_sent(&response.header, None, now).unwrap();
+    }
+
+    #[test]
+    fn a_request_taken_by_a_receive_stays_in_flight_but_is_never_replayed() {
+        let (mut mailbox, id) = mailbox();
+        let (taken, tag) = send_request(&mut mailbox, &id, 1.0);
+        let got = mailbox.receive(&owner(), &[], 2.0).unwrap().unwrap();
+        assert_eq!(got.seq, taken);
+        let stats = mailbox.stats(&owner(), 2.0).unwrap();
+        assert_eq!((stats.queued, stats.in_progress), (0, 1));
+        // A stream replaying from the start gets only what arrives later.
+        let later = send(&mut mailbox, &id, 3.0);
+        let mut subs = vec![stream(&mut mailbox, Some(0))];
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 4.0).unwrap()),
+            [(0, later)]
+        );
+        answer(&mut mailbox, &id, tag, 5.0);
+        let stats = mailbox.stats(&owner(), 5.0).unwrap();
+        assert_eq!((stats.completed, stats.in_progress), (1, 0));
+        // Answered, it is gone for good: still not replayed.
+        let mut subs = vec![stream(&mut mailbox, Some(0))];
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 6.0).unwrap()),
+            [(0, later)]
+        );
+    }
+
+    #[test]
+    fn a_request_delivered_to_a_stream_is_replayed_and_stays_in_flight() {
+        let (mut mailbox, id) = mailbox();
+        let (seq, tag) = send_request(&mut mailbox, &id, 1.0);
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 1.0).unwrap();
+        mailbox.confirm(&mut subs[0], seq, 2.0).unwrap();
+        let stats = mailbox.stats(&owner(), 2.0).unwrap();
+        assert_eq!((stats.queued, stats.in_progress), (0, 1));
+        // Answering it does not take it from the replay window.
+        answer(&mut mailbox, &id, tag, 3.0);
+        let mut subs = vec![stream(&mut mailbox, Some(0))];
+        assert_eq!(
+            pushed(&mailbox.dispatch(&mut subs, 4.0).unwrap()),
+            [(0, seq)]
+        );
+        assert_eq!(mailbox.stats(&owner(), 4.0).unwrap().in_progress, 0);
+    }
+
+    #[test]
+    fn a_send_never_recycles_the_row_of_a_request_in_flight() {
+        let (mut mailbox, id) = mailbox();
+        // A request and then a response, both confirmed by a stream long ago.
+        let (request, tag) = send_request(&mut mailbox, &id, 1.0);
+        let response = send(&mut mailbox, &id, 1.5);
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 2.0).unwrap();
+        mailbox.confirm(&mut subs[0], response, 2.0).unwrap();
+        assert!(request < response);
+        // Each later send may recycle an old row: not the request's.
+        for i in 0..3 {
+            send(&mut mailbox, &id, 100.0 + f64::from(i));
+        }
+        // (`in_progress` is what is in flight less what is queued: 1 − 3, so 0.)
+        assert_eq!(mailbox.stats(&owner(), 104.0).unwrap().incoming, 1);
+        answer(&mut mailbox, &id, tag, 105.0);
+        let stats = mailbox.stats(&owner(), 105.0).unwrap();
+        assert_eq!(
+            (stats.completed, stats.in_progress, stats.queued),
+            (1, 0, 3)
+        );
     }
 
     #[test]

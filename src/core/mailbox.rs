@@ -201,8 +201,7 @@ impl<S: MailboxStore> Mailbox<S> {
     fn close(&mut self, record: &mut MailboxRecord, now: f64) -> Result<()> {
         record.terminated_at = Some(now);
         self.save_with_use(record, now)?;
-        self.store.take_queue()?;
-        for request in self.store.take_in_flight()? {
+        for request in self.store.clear()? {
             if let Some(text) = terminated_reply(&request) {
                 let to = request.src;
                 self.owe(&FollowUp::Reply { to, text }, now)?;
@@ -241,10 +240,10 @@ impl<S: MailboxStore> Mailbox<S> {
             return Err(ExchangeError::Terminated);
         }
         self.used(record, now)?;
-        let seq = self.store.push(&message.text, now, now - replay_window_s)?;
-        if message.header.kind == MessageKind::Request {
-            self.store.add_in_flight(&message.header)?;
-        }
+        let request = Some(&message.header).filter(|header| header.kind == MessageKind::Request);
+        let seq = self
+            .store
+            .push(&message.text, request, now, now - replay_window_s)?;
         self.ring_by(self.expiry.queue_due_for_arrival(now));
         Ok(seq)
     }
@@ -301,8 +300,8 @@ impl<S: MailboxStore> Mailbox<S> {
         self.active(caller).map(drop)
     }
 
-    /// A `GET /message` answered at once: removes and returns the oldest queued
-    /// message that no socket holds (`leased`); `None` if there is none.
+    /// A `GET /message` answered at once: takes and returns the oldest queued
+    /// message that no socket holds (a request stays in flight) (`leased`); `None` if there is none.
     pub fn receive(
         &mut self,
         caller: &Identity,
@@ -317,7 +316,7 @@ impl<S: MailboxStore> Mailbox<S> {
             .find(|message| !leased.contains(&message.seq));
         match &next {
             Some(message) => {
-                self.store.remove(message.seq)?;
+                self.store.take(message.seq)?;
                 self.read(record, now)?;
             }
             None => {
@@ -457,18 +456,10 @@ impl<S: MailboxStore> Mailbox<S> {
     }
 
     /// Drops the whole queue; each request in it is no longer in flight, and
-    /// its sender is owed an [`expired_reply`].
+    /// its sender is owed an [`expired_reply`]. Requests read already stay in
+    /// flight.
     fn drop_queue(&mut self, now: f64) -> Result<()> {
-        for text in self.store.take_queue()? {
-            let Ok(message) = IncomingMessage::parse(text) else {
-                continue;
-            };
-            let request = message.header;
-            if request.kind != MessageKind::Request
-                || !self.store.complete_in_flight(request.tag)?
-            {
-                continue;
-            }
+        for request in self.store.drop_queue()? {
             if let Some(text) = expired_reply(&request, self.expiry.message_expiry_s) {
                 let to = request.src;
                 self.owe(&FollowUp::Reply { to, text }, now)?;
@@ -906,6 +897,98 @@ mod tests {
             assert_eq!(reply.header.kind, MessageKind::Response);
         }
         assert_eq!(mailbox.stats(&alice(), 1.0).unwrap().queued, 0);
+    }
+
+    /// A listen stream takes every queued message and confirms it at `now`.
+    fn stream_delivers_all(mailbox: &mut Mailbox<MemoryMailbox>, now: f64) {
+        use crate::core::listen::{Push, SubscriberKind};
+        let kind = SubscriberKind::Stream { replay_after: None };
+        let opened = mailbox
+            .subscribe(&alice(), kind, None, WINDOW, &mut [], now)
+            .unwrap();
+        let mut subs = vec![opened.subscriber];
+        for (_, push) in mailbox.dispatch(&mut subs, now).unwrap() {
+            if let Push::Message(message) = push {
+                mailbox.confirm(&mut subs[0], message.seq, now).unwrap();
+            }
+        }
+    }
+
+    /// A mailbox holding three requests from `requester`: one taken by a
+    /// receive, one delivered to a stream, one queued; their tags in that order.
+    fn with_taken_delivered_and_queued_requests(
+        requester: &EntityId,
+        agent: &EntityId,
+    ) -> (Mailbox<MemoryMailbox>, [Uuid; 3]) {
+        let mut mailbox = Mailbox::new(MemoryMailbox::default(), SHORT);
+        mailbox.create(&alice(), agent, None, 0.0).unwrap();
+        let tags = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+        let request = |tag| message(requester, agent, "request", tag);
+        mailbox
+            .deliver(None, &request(tags[0]), 1.0, WINDOW)
+            .unwrap();
+        mailbox.receive(&alice(), &[], 2.0).unwrap().unwrap();
+        mailbox
+            .deliver(None, &request(tags[1]), 3.0, WINDOW)
+            .unwrap();
+        stream_delivers_all(&mut mailbox, 4.0);
+        mailbox
+            .deliver(None, &request(tags[2]), 5.0, WINDOW)
+            .unwrap();
+        let stats = mailbox.stats(&alice(), 6.0).unwrap();
+        assert_eq!((stats.queued, stats.in_progress, stats.incoming), (1, 2, 3));
+        (mailbox, tags)
+    }
+
+    fn reply_tags(mailbox: &Mailbox<MemoryMailbox>) -> Vec<Uuid> {
+        replies(mailbox)
+            .into_iter()
+            .map(|(_, text)| IncomingMessage::parse(text).unwrap().header.tag)
+            .collect()
+    }
+
+    #[test]
+    fn terminate_answers_requests_taken_delivered_and_queued() {
+        let (requester, agent) = (entity(Role::User), entity(Role::Agent));
+        let (mut mailbox, tags) = with_taken_delivered_and_queued_requests(&requester, &agent);
+        mailbox.terminate(&alice(), 10.0).unwrap();
+        assert_eq!(reply_tags(&mailbox), tags);
+        let stats = mailbox.stats(&alice(), 11.0).unwrap();
+        assert_eq!((stats.queued, stats.incoming), (0, 0));
+    }
+
+    #[test]
+    fn expiry_answers_only_the_queued_request_and_the_read_ones_stay_in_flight() {
+        let (requester, agent) = (entity(Role::User), entity(Role::Agent));
+        let (mut mailbox, tags) = with_taken_delivered_and_queued_requests(&requester, &agent);
+        // The queue is due 400 s after its oldest queued message (5 s).
+        assert!(matches!(mailbox.on_alarm(405.0), Ok(AlarmWork::Next(_))));
+        assert_eq!(reply_tags(&mailbox), [tags[2]]);
+        let stats = mailbox.stats(&alice(), 406.0).unwrap();
+        assert_eq!((stats.queued, stats.in_progress), (0, 2));
+        // The read ones are answered as usual, and terminate owes nothing for them.
+        for tag in &tags[..2] {
+            let response = message(&agent, &requester, "response", *tag);
+            mailbox.note_sent(&response.header, None, 407.0).unwrap();
+        }
+        let stats = mailbox.stats(&alice(), 408.0).unwrap();
+        assert_eq!((stats.completed, stats.in_progress), (2, 0));
+        mailbox.terminate(&alice(), 409.0).unwrap();
+        assert_eq!(reply_tags(&mailbox), [tags[2]]);
+    }
+
+    #[test]
+    fn a_request_sent_again_with_its_tag_is_in_flight_once() {
+        let (requester, agent) = (entity(Role::User), entity(Role::Agent));
+        let mut mailbox = created(&agent, &alice());
+        let request = message(&requester, &agent, "request", Uuid::new_v4());
+        mailbox.deliver(None, &request, 1.0, WINDOW).unwrap();
+        mailbox.receive(&alice(), &[], 2.0).unwrap().unwrap();
+        mailbox.deliver(None, &request, 3.0, WINDOW).unwrap();
+        let stats = mailbox.stats(&alice(), 4.0).unwrap();
+        assert_eq!((stats.queued, stats.incoming), (1, 1));
+        mailbox.terminate(&alice(), 5.0).unwrap();
+        assert_eq!(reply_tags(&mailbox), [request.header.tag]);
     }
 
     #[test]

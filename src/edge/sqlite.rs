@@ -3,6 +3,7 @@
 //! commit together, and the object's reply waits until they are durable.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
@@ -12,8 +13,8 @@ use worker::{SqlStorage, SqlStorageValue};
 
 use crate::protocol::message::MessageHeader;
 use crate::store::{
-    next_seq, DirectoryEntry, DirectoryStore, FollowUp, MailboxRecord, MailboxStore, QueuedMessage,
-    Replay, StoreError, StoreResult,
+    fold_in_flight, next_seq, DirectoryEntry, DirectoryStore, FollowUp, MailboxRecord,
+    MailboxStore, QueuedMessage, Replay, StoreError, StoreResult,
 };
 
 thread_local! {
@@ -79,6 +80,11 @@ pub struct MailboxCache {
     shares: RefCell<Option<Vec<String>>>,
     /// The last sequence number pushed (`None`: not read yet).
     last_seq: Cell<Option<u64>>,
+    /// The requests in flight: tag → the sequence number of the row that
+    /// carries it (`None`: not read yet). `messages` has no index on `tag`
+    /// (every index update is a row written), so this copy is what finds a
+    /// request's row when it is answered, without reading the table.
+    in_flight: RefCell<Option<HashMap<Uuid, u64>>>,
 }
 
 impl MailboxCache {
@@ -88,6 +94,11 @@ impl MailboxCache {
         *self.record.borrow_mut() = Some(None);
         *self.shares.borrow_mut() = Some(Vec::new());
         self.last_seq.set(None);
+        *self.in_flight.borrow_mut() = Some(HashMap::new());
+    }
+
+    fn forget_in_flight(&self) {
+        *self.in_flight.borrow_mut() = None;
     }
 }
 
@@ -98,14 +109,25 @@ pub struct SqliteMailbox {
     cache: Rc<MailboxCache>,
 }
 
+/// `delivered_at` of a message taken by `GET /message` and kept only because
+/// its request is in flight: before every replay window (a window reaches back
+/// at most `MAX_SECONDS` from now), so it is never replayed; not NULL, so it is
+/// not queued. Such a row always carries its request (`tag` is set): it is
+/// deleted when the request is completed.
+const TAKEN: f64 = -1.0;
+
 impl SqliteMailbox {
+    /// `messages`: the queue, the messages kept for replay, and the requests in
+    /// flight. `delivered_at` is NULL while queued, the stream's confirmation
+    /// time once delivered, [`TAKEN`] once taken. `tag` and `header` (JSON) are
+    /// set while the message is a request in flight, so recording one costs no
+    /// row beyond the message's own.
     const SCHEMA: &'static str = "
         CREATE TABLE IF NOT EXISTS mailbox (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS shares (group_id TEXT PRIMARY KEY) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS messages (
             seq INTEGER PRIMARY KEY, text TEXT NOT NULL, enqueued_at REAL NOT NULL,
-            delivered_at REAL);
-        CREATE TABLE IF NOT EXISTS in_flight (tag TEXT PRIMARY KEY, header TEXT NOT NULL) WITHOUT ROWID;
+            delivered_at REAL, tag TEXT, header TEXT);
         CREATE TABLE IF NOT EXISTS follow_ups (id INTEGER PRIMARY KEY, follow_up TEXT NOT NULL);
     ";
 
@@ -129,18 +151,43 @@ impl SqliteMailbox {
     }
 
     /// Brings tables made by earlier versions up to [`Self::SCHEMA`]; run once per
-    /// object instance, before the tables are first used.
+    /// object instance, before the tables are first used. Each step checks
+    /// whether it is done, so a run cut short is finished by the next.
     fn upgrade_tables(&self) -> StoreResult<()> {
-        let has_delivered_at = count(
-            &self.sql,
-            "SELECT COUNT(*) AS n FROM pragma_table_info('messages') WHERE name = 'delivered_at'",
-        )? > 0;
-        if !has_delivered_at {
+        let has_column = |name: &str| -> StoreResult<bool> {
+            Ok(query::<Count>(
+                &self.sql,
+                "SELECT COUNT(*) AS n FROM pragma_table_info('messages') WHERE name = ?",
+                vec![name.into()],
+            )?
+            .first()
+            .is_some_and(|row| row.n > 0))
+        };
+        if !has_column("delivered_at")? {
             execute(
                 &self.sql,
                 "ALTER TABLE messages ADD COLUMN delivered_at REAL",
                 vec![],
             )?;
+        }
+        if !has_column("tag")? {
+            execute(
+                &self.sql,
+                "ALTER TABLE messages ADD COLUMN tag TEXT",
+                vec![],
+            )?;
+            execute(
+                &self.sql,
+                "ALTER TABLE messages ADD COLUMN header TEXT",
+                vec![],
+            )?;
+        }
+        let has_in_flight_table = count(
+            &self.sql,
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'in_flight'",
+        )? > 0;
+        if has_in_flight_table {
+            self.fold_in_flight_table()?;
         }
         // Added with expiry; writes nothing when it exists.
         execute(
@@ -148,6 +195,116 @@ impl SqliteMailbox {
             "CREATE TABLE IF NOT EXISTS follow_ups (id INTEGER PRIMARY KEY, follow_up TEXT NOT NULL)",
             vec![],
         )
+    }
+
+    /// Moves the requests in flight from the `in_flight (tag, header)` table of
+    /// versions before the fold into `messages` (see [`fold_in_flight`]), then
+    /// drops that table, so nothing is read from two places afterwards.
+    ///
+    /// A placeholder row (empty text, taken) is inserted without a `seq`, so
+    /// SQLite gives it the largest one plus one: unique, positive, and the
+    /// next push still numbers above every row (`next_seq` goes on from the
+    /// largest). Being taken, it is never sent, replayed nor counted as queued,
+    /// and it is deleted when its request is answered.
+    fn fold_in_flight_table(&self) -> StoreResult<()> {
+        #[derive(Deserialize)]
+        struct OldInFlight {
+            tag: String,
+            header: String,
+        }
+        #[derive(Deserialize)]
+        struct CarriedTag {
+            tag: String,
+        }
+        // A run cut short carried some already.
+        let carried: Vec<String> = query::<CarriedTag>(
+            &self.sql,
+            "SELECT tag FROM messages WHERE tag IS NOT NULL",
+            vec![],
+        )?
+        .into_iter()
+        .map(|row| row.tag)
+        .collect();
+        let old: Vec<(String, String)> =
+            query::<OldInFlight>(&self.sql, "SELECT tag, header FROM in_flight", vec![])?
+                .into_iter()
+                .filter(|row| !carried.contains(&row.tag))
+                .map(|row| (row.tag, row.header))
+                .collect();
+        let messages: Vec<(u64, String)> = query::<MessageRow>(
+            &self.sql,
+            "SELECT seq, text FROM messages WHERE tag IS NULL ORDER BY seq",
+            vec![],
+        )?
+        .into_iter()
+        .map(|row| (row.seq, row.text))
+        .collect();
+        let fold = fold_in_flight(&messages, &old);
+        for (seq, tag, header) in fold.carried {
+            execute(
+                &self.sql,
+                "UPDATE messages SET tag = ?, header = ? WHERE seq = ?",
+                vec![tag.into(), header.into(), (seq as i64).into()],
+            )?;
+        }
+        for (tag, header) in fold.placeholders {
+            execute(
+                &self.sql,
+                "INSERT INTO messages (text, enqueued_at, delivered_at, tag, header)
+                 VALUES ('', 0, ?, ?, ?)",
+                vec![TAKEN.into(), tag.into(), header.into()],
+            )?;
+        }
+        execute(&self.sql, "DROP TABLE in_flight", vec![])
+    }
+
+    /// Reads the requests in flight (tag → seq), from the table once per
+    /// object instance.
+    fn with_in_flight<T>(&self, read: impl FnOnce(&HashMap<Uuid, u64>) -> T) -> StoreResult<T> {
+        if let Some(known) = self.cache.in_flight.borrow().as_ref() {
+            return Ok(read(known));
+        }
+        #[derive(Deserialize)]
+        struct InFlightRow {
+            seq: u64,
+            tag: String,
+        }
+        let rows = if self.tables_exist()? {
+            query::<InFlightRow>(
+                &self.sql,
+                "SELECT seq, tag FROM messages WHERE tag IS NOT NULL",
+                vec![],
+            )?
+        } else {
+            Vec::new()
+        };
+        let known = rows
+            .into_iter()
+            .map(|row| {
+                let tag = Uuid::parse_str(&row.tag).map_err(|e| StoreError(e.to_string()))?;
+                Ok((tag, row.seq))
+            })
+            .collect::<StoreResult<HashMap<Uuid, u64>>>()?;
+        let answer = read(&known);
+        *self.cache.in_flight.borrow_mut() = Some(known);
+        Ok(answer)
+    }
+
+    /// Changes the cached requests in flight, if they were read.
+    fn update_in_flight(&self, change: impl FnOnce(&mut HashMap<Uuid, u64>)) {
+        if let Some(known) = self.cache.in_flight.borrow_mut().as_mut() {
+            change(known);
+        }
+    }
+
+    /// The headers of deleted rows (`RETURNING seq, header`) that carried a
+    /// request in flight, in sequence order.
+    fn requests_in(&self, mut rows: Vec<DeletedRow>) -> StoreResult<Vec<MessageHeader>> {
+        rows.sort_by_key(|row| row.seq);
+        rows.into_iter()
+            .filter_map(|row| row.header)
+            .map(|header| from_json(&header))
+            .collect()
     }
 
     fn create_tables(&self) -> StoreResult<()> {
@@ -187,8 +344,9 @@ struct MessageRow {
 }
 
 #[derive(Deserialize)]
-struct HeaderRow {
-    header: String,
+struct DeletedRow {
+    seq: u64,
+    header: Option<String>,
 }
 
 impl MailboxStore for SqliteMailbox {
@@ -264,10 +422,19 @@ impl MailboxStore for SqliteMailbox {
         Ok(())
     }
 
-    fn push(&mut self, text: &str, now: f64, recycle_before: f64) -> StoreResult<u64> {
+    fn push(
+        &mut self,
+        text: &str,
+        request: Option<&MessageHeader>,
+        now: f64,
+        recycle_before: f64,
+    ) -> StoreResult<u64> {
         #[derive(Deserialize)]
         struct Last {
             seq: Option<u64>,
+        }
+        if let Some(request) = request {
+            self.complete_in_flight(request.tag)?;
         }
         let last = match self.cache.last_seq.get() {
             Some(last) => last,
@@ -277,28 +444,53 @@ impl MailboxStore for SqliteMailbox {
                 .unwrap_or(0),
         };
         let seq = next_seq(last, now);
-        let forget_last = |cache: &MailboxCache| cache.last_seq.set(None);
+        let tag = request.map(|request| request.tag.to_string());
+        let header = request.map(to_json).transpose()?;
+        let forget = |cache: &MailboxCache| {
+            cache.last_seq.set(None);
+            cache.forget_in_flight();
+        };
+        // The candidate is the oldest row that is queued or not in flight, so
+        // the search passes only requests delivered and not answered yet (a
+        // queued row ends it, as does the first row not in flight); it is
+        // taken over if it is not in flight and out of the replay window.
         let recycled = query::<Last>(
             &self.sql,
-            "UPDATE messages SET seq = ?1, text = ?2, enqueued_at = ?3, delivered_at = NULL
-             WHERE seq = (SELECT MIN(seq) FROM messages) AND delivered_at < ?4
+            "UPDATE messages SET seq = ?1, text = ?2, enqueued_at = ?3, delivered_at = NULL,
+                 tag = ?5, header = ?6
+             WHERE seq = (SELECT seq FROM messages WHERE tag IS NULL OR delivered_at IS NULL
+                          ORDER BY seq LIMIT 1)
+               AND tag IS NULL AND delivered_at < ?4
              RETURNING seq",
             vec![
                 (seq as i64).into(),
                 text.into(),
                 now.into(),
                 recycle_before.into(),
+                tag.clone().into(),
+                header.clone().into(),
             ],
         )
-        .inspect_err(|_| forget_last(&self.cache))?;
+        .inspect_err(|_| forget(&self.cache))?;
         if recycled.is_empty() {
             self.write(
-                "INSERT INTO messages (seq, text, enqueued_at) VALUES (?, ?, ?)",
-                vec![(seq as i64).into(), text.into(), now.into()],
-                forget_last,
+                "INSERT INTO messages (seq, text, enqueued_at, tag, header) VALUES (?, ?, ?, ?, ?)",
+                vec![
+                    (seq as i64).into(),
+                    text.into(),
+                    now.into(),
+                    tag.into(),
+                    header.into(),
+                ],
+                forget,
             )?;
         }
         self.cache.last_seq.set(Some(seq));
+        if let Some(request) = request {
+            self.update_in_flight(|known| {
+                known.insert(request.tag, seq);
+            });
+        }
         Ok(seq)
     }
 
@@ -309,6 +501,7 @@ impl MailboxStore for SqliteMailbox {
                 "SELECT seq, text FROM messages WHERE delivered_at IS NULL ORDER BY seq LIMIT ?",
                 vec![(limit as i64).into()],
             )?,
+            // A taken row's `delivered_at` is before every window.
             Some(replay) => query::<MessageRow>(
                 &self.sql,
                 "SELECT seq, text FROM messages
@@ -333,17 +526,25 @@ impl MailboxStore for SqliteMailbox {
     fn mark_delivered(&mut self, seq: u64, now: f64) -> StoreResult<()> {
         execute(
             &self.sql,
-            "UPDATE messages SET delivered_at = ? WHERE seq = ?",
-            vec![now.into(), (seq as i64).into()],
+            "UPDATE messages SET delivered_at = ? WHERE seq = ? AND delivered_at IS NOT ?",
+            vec![now.into(), (seq as i64).into(), TAKEN.into()],
         )
     }
 
-    fn remove(&mut self, seq: u64) -> StoreResult<()> {
-        execute(
+    fn take(&mut self, seq: u64) -> StoreResult<()> {
+        let deleted = query::<DeletedRow>(
             &self.sql,
-            "DELETE FROM messages WHERE seq = ?",
+            "DELETE FROM messages WHERE seq = ? AND tag IS NULL RETURNING seq, header",
             vec![(seq as i64).into()],
-        )
+        )?;
+        if deleted.is_empty() {
+            execute(
+                &self.sql,
+                "UPDATE messages SET delivered_at = ? WHERE seq = ?",
+                vec![TAKEN.into(), (seq as i64).into()],
+            )?;
+        }
+        Ok(())
     }
 
     fn queued(&self) -> StoreResult<u64> {
@@ -367,40 +568,70 @@ impl MailboxStore for SqliteMailbox {
         .and_then(|row| row.at))
     }
 
-    fn take_queue(&mut self) -> StoreResult<Vec<String>> {
-        let unread = query::<MessageRow>(
+    fn drop_queue(&mut self) -> StoreResult<Vec<MessageHeader>> {
+        let dropped = query::<DeletedRow>(
             &self.sql,
-            "SELECT seq, text FROM messages WHERE delivered_at IS NULL ORDER BY seq",
+            "DELETE FROM messages WHERE delivered_at IS NULL OR tag IS NULL RETURNING seq, header",
             vec![],
-        )?;
-        execute(&self.sql, "DELETE FROM messages", vec![])?;
-        Ok(unread.into_iter().map(|row| row.text).collect())
-    }
-
-    fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()> {
+        )
+        .inspect_err(|_| self.cache.forget_in_flight())?;
+        // What stays is in flight and read: no longer replayable.
         execute(
             &self.sql,
-            "INSERT OR REPLACE INTO in_flight (tag, header) VALUES (?, ?)",
-            vec![header.tag.to_string().into(), to_json(header)?.into()],
+            "UPDATE messages SET delivered_at = ?1 WHERE delivered_at IS NOT ?1",
+            vec![TAKEN.into()],
         )
+        .inspect_err(|_| self.cache.forget_in_flight())?;
+        let requests = self.requests_in(dropped)?;
+        self.update_in_flight(|known| {
+            for request in &requests {
+                known.remove(&request.tag);
+            }
+        });
+        Ok(requests)
+    }
+
+    fn clear(&mut self) -> StoreResult<Vec<MessageHeader>> {
+        let deleted = query::<DeletedRow>(
+            &self.sql,
+            "DELETE FROM messages RETURNING seq, header",
+            vec![],
+        )
+        .inspect_err(|_| self.cache.forget_in_flight())?;
+        *self.cache.in_flight.borrow_mut() = Some(HashMap::new());
+        self.requests_in(deleted)
     }
 
     fn complete_in_flight(&mut self, tag: Uuid) -> StoreResult<bool> {
-        let removed = query::<HeaderRow>(
+        let Some(seq) = self.with_in_flight(|known| known.get(&tag).copied())? else {
+            return Ok(false);
+        };
+        let bindings = || vec![(seq as i64).into(), tag.to_string().into()];
+        let forget = |cache: &MailboxCache| cache.forget_in_flight();
+        let mut taken_deleted = bindings();
+        taken_deleted.push(TAKEN.into());
+        let deleted = query::<DeletedRow>(
             &self.sql,
-            "DELETE FROM in_flight WHERE tag = ? RETURNING header",
-            vec![tag.to_string().into()],
-        )?;
-        Ok(!removed.is_empty())
+            "DELETE FROM messages WHERE seq = ? AND tag = ? AND delivered_at = ?
+             RETURNING seq, header",
+            taken_deleted,
+        )
+        .inspect_err(|_| forget(&self.cache))?;
+        if deleted.is_empty() {
+            self.write(
+                "UPDATE messages SET tag = NULL, header = NULL WHERE seq = ? AND tag = ?",
+                bindings(),
+                forget,
+            )?;
+        }
+        self.update_in_flight(|known| {
+            known.remove(&tag);
+        });
+        Ok(true)
     }
 
     fn in_flight(&self) -> StoreResult<u64> {
-        count(&self.sql, "SELECT COUNT(*) AS n FROM in_flight")
-    }
-
-    fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>> {
-        let rows = query::<HeaderRow>(&self.sql, "DELETE FROM in_flight RETURNING header", vec![])?;
-        rows.iter().map(|row| from_json(&row.header)).collect()
+        self.with_in_flight(|known| known.len() as u64)
     }
 
     fn add_follow_up(&mut self, follow_up: &FollowUp) -> StoreResult<()> {

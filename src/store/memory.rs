@@ -6,16 +6,32 @@ use uuid::Uuid;
 
 use super::*;
 
+/// Where a stored message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Delivery {
+    Queued,
+    /// Confirmed by a stream at this time: replayable within the window.
+    Delivered(f64),
+    /// Taken by `GET /message`: kept only while its request is in flight.
+    Taken,
+}
+
+/// One message row, as the SQLite store keeps it.
+struct Stored {
+    text: String,
+    enqueued_at: f64,
+    delivery: Delivery,
+    /// The request's header while it is in flight.
+    request: Option<MessageHeader>,
+}
+
 #[derive(Default)]
 pub struct MemoryMailbox {
     record: Option<MailboxRecord>,
     shares: BTreeSet<String>,
-    /// By sequence number: the text, and when it was delivered (kept for replay).
-    queue: BTreeMap<u64, (String, Option<f64>)>,
+    /// By sequence number.
+    messages: BTreeMap<u64, Stored>,
     last_seq: u64,
-    in_flight: Vec<MessageHeader>,
-    /// By sequence number: when each queued message arrived.
-    arrivals: BTreeMap<u64, f64>,
     follow_ups: BTreeMap<u64, FollowUp>,
     last_follow_up: u64,
 }
@@ -39,78 +55,126 @@ impl MailboxStore for MemoryMailbox {
         self.shares.remove(group_id);
         Ok(())
     }
-    fn push(&mut self, text: &str, now: f64, recycle_before: f64) -> StoreResult<u64> {
-        if let Some(entry) = self.queue.first_entry() {
-            if entry.get().1.is_some_and(|at| at < recycle_before) {
-                self.arrivals.remove(entry.key());
-                entry.remove();
-            }
+    fn push(
+        &mut self,
+        text: &str,
+        request: Option<&MessageHeader>,
+        now: f64,
+        recycle_before: f64,
+    ) -> StoreResult<u64> {
+        if let Some(request) = request {
+            self.complete_in_flight(request.tag)?;
+        }
+        let recyclable = self
+            .messages
+            .iter()
+            .find(|(_, stored)| stored.request.is_none() || stored.delivery == Delivery::Queued)
+            .filter(|(_, stored)| {
+                stored.request.is_none()
+                    && matches!(stored.delivery, Delivery::Delivered(at) if at < recycle_before)
+            })
+            .map(|(seq, _)| *seq);
+        if let Some(seq) = recyclable {
+            self.messages.remove(&seq);
         }
         self.last_seq = next_seq(self.last_seq, now);
-        self.queue.insert(self.last_seq, (text.to_owned(), None));
-        self.arrivals.insert(self.last_seq, now);
+        let stored = Stored {
+            text: text.to_owned(),
+            enqueued_at: now,
+            delivery: Delivery::Queued,
+            request: request.cloned(),
+        };
+        self.messages.insert(self.last_seq, stored);
         Ok(self.last_seq)
     }
     fn deliverable(&self, replay: Option<Replay>, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
         Ok(self
-            .queue
+            .messages
             .iter()
-            .filter(|(seq, (_, delivered_at))| match (delivered_at, replay) {
-                (None, _) => true,
-                (Some(at), Some(replay)) => **seq > replay.after && *at >= replay.since,
-                (Some(_), None) => false,
+            .filter(|(seq, stored)| match (stored.delivery, replay) {
+                (Delivery::Queued, _) => true,
+                (Delivery::Delivered(at), Some(replay)) => {
+                    **seq > replay.after && at >= replay.since
+                }
+                _ => false,
             })
             .take(limit)
-            .map(|(seq, (text, _))| QueuedMessage {
+            .map(|(seq, stored)| QueuedMessage {
                 seq: *seq,
-                text: text.clone(),
+                text: stored.text.clone(),
             })
             .collect())
     }
     fn mark_delivered(&mut self, seq: u64, now: f64) -> StoreResult<()> {
-        if let Some((_, delivered_at)) = self.queue.get_mut(&seq) {
-            *delivered_at = Some(now);
+        if let Some(stored) = self.messages.get_mut(&seq) {
+            if stored.delivery != Delivery::Taken {
+                stored.delivery = Delivery::Delivered(now);
+            }
         }
         Ok(())
     }
-    fn remove(&mut self, seq: u64) -> StoreResult<()> {
-        self.queue.remove(&seq);
-        self.arrivals.remove(&seq);
+    fn take(&mut self, seq: u64) -> StoreResult<()> {
+        match self.messages.get_mut(&seq) {
+            Some(stored) if stored.request.is_some() => stored.delivery = Delivery::Taken,
+            _ => {
+                self.messages.remove(&seq);
+            }
+        }
         Ok(())
     }
     fn queued(&self) -> StoreResult<u64> {
-        Ok(self.queue.values().filter(|(_, at)| at.is_none()).count() as u64)
+        Ok(self
+            .messages
+            .values()
+            .filter(|stored| stored.delivery == Delivery::Queued)
+            .count() as u64)
     }
     fn oldest_unread_at(&self) -> StoreResult<Option<f64>> {
         Ok(self
-            .queue
-            .iter()
-            .find(|(_, (_, delivered_at))| delivered_at.is_none())
-            .map(|(seq, _)| self.arrivals[seq]))
+            .messages
+            .values()
+            .find(|stored| stored.delivery == Delivery::Queued)
+            .map(|stored| stored.enqueued_at))
     }
-    fn take_queue(&mut self) -> StoreResult<Vec<String>> {
-        self.arrivals.clear();
-        Ok(std::mem::take(&mut self.queue)
+    fn drop_queue(&mut self) -> StoreResult<Vec<MessageHeader>> {
+        let mut dropped = Vec::new();
+        self.messages.retain(|_, stored| {
+            if stored.delivery == Delivery::Queued {
+                dropped.extend(stored.request.take());
+                return false;
+            }
+            stored.delivery = Delivery::Taken;
+            stored.request.is_some()
+        });
+        Ok(dropped)
+    }
+    fn clear(&mut self) -> StoreResult<Vec<MessageHeader>> {
+        Ok(std::mem::take(&mut self.messages)
             .into_values()
-            .filter(|(_, delivered_at)| delivered_at.is_none())
-            .map(|(text, _)| text)
+            .filter_map(|stored| stored.request)
             .collect())
     }
-    fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()> {
-        self.in_flight.retain(|known| known.tag != header.tag);
-        self.in_flight.push(header.clone());
-        Ok(())
-    }
     fn complete_in_flight(&mut self, tag: Uuid) -> StoreResult<bool> {
-        let before = self.in_flight.len();
-        self.in_flight.retain(|known| known.tag != tag);
-        Ok(self.in_flight.len() < before)
+        let Some((&seq, stored)) = self
+            .messages
+            .iter_mut()
+            .find(|(_, stored)| stored.request.as_ref().is_some_and(|r| r.tag == tag))
+        else {
+            return Ok(false);
+        };
+        if stored.delivery == Delivery::Taken {
+            self.messages.remove(&seq);
+        } else {
+            stored.request = None;
+        }
+        Ok(true)
     }
     fn in_flight(&self) -> StoreResult<u64> {
-        Ok(self.in_flight.len() as u64)
-    }
-    fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>> {
-        Ok(std::mem::take(&mut self.in_flight))
+        Ok(self
+            .messages
+            .values()
+            .filter(|stored| stored.request.is_some())
+            .count() as u64)
     }
     fn add_follow_up(&mut self, follow_up: &FollowUp) -> StoreResult<()> {
         self.last_follow_up += 1;

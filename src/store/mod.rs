@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::protocol::entity::EntityId;
 use crate::protocol::error::ExchangeError;
-use crate::protocol::message::MessageHeader;
+use crate::protocol::message::{IncomingMessage, MessageHeader, MessageKind};
 
 /// A storage failure, carried as text (it is logged, never shown to clients).
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +104,47 @@ pub fn next_seq(last: u64, now: f64) -> u64 {
     (last + 1).max((now * 1e6).round() as u64)
 }
 
+/// Where the requests in flight that a version before the fold kept in a table
+/// of their own go in the messages' rows: [`fold_in_flight`]'s answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InFlightFold {
+    /// A stored message that is the request itself carries it: `(seq, tag,
+    /// header)`. Its queue state is its own, so a queued request still expires
+    /// with a reply and a read one is kept, as before.
+    pub carried: Vec<(u64, String, String)>,
+    /// A request no stored message is (it was read with `GET /message`, or its
+    /// row was dropped) gets a placeholder row, taken: in flight, neither
+    /// queued nor replayable. `(tag, header)`.
+    pub placeholders: Vec<(String, String)>,
+}
+
+/// Matches the old in-flight records (`(tag, header JSON)`) with the stored
+/// messages (`(seq, text)`, in sequence order): each goes to the first message
+/// that is a request with its tag, else to a placeholder.
+pub fn fold_in_flight(messages: &[(u64, String)], in_flight: &[(String, String)]) -> InFlightFold {
+    let mut fold = InFlightFold::default();
+    let mut carried_tags = Vec::new();
+    for (seq, text) in messages {
+        let Ok(message) = IncomingMessage::parse(text.clone()) else {
+            continue;
+        };
+        let tag = message.header.tag.to_string();
+        if message.header.kind != MessageKind::Request || carried_tags.contains(&tag) {
+            continue;
+        }
+        if let Some((_, header)) = in_flight.iter().find(|(known, _)| *known == tag) {
+            fold.carried.push((*seq, tag.clone(), header.clone()));
+            carried_tags.push(tag);
+        }
+    }
+    fold.placeholders = in_flight
+        .iter()
+        .filter(|(tag, _)| !carried_tags.contains(tag))
+        .cloned()
+        .collect();
+    fold
+}
+
 /// Everything one mailbox keeps.
 pub trait MailboxStore {
     fn load(&self) -> StoreResult<Option<MailboxRecord>>;
@@ -113,33 +154,50 @@ pub trait MailboxStore {
     fn add_share(&mut self, group_id: &str) -> StoreResult<()>;
     fn remove_share(&mut self, group_id: &str) -> StoreResult<()>;
 
-    /// Appends a message; returns its sequence number. If the oldest stored
-    /// message was delivered before `recycle_before` (out of the replay window),
-    /// the new message takes over its row: one row written, where an insert now
-    /// and a delete later would write two.
-    fn push(&mut self, text: &str, now: f64, recycle_before: f64) -> StoreResult<u64>;
-    /// At most `limit` messages in sequence order: every undelivered one and, with
-    /// `replay`, the delivered ones it asks for.
+    /// Appends a message; returns its sequence number. A request (`request`: its
+    /// header) is in flight from now until [`Self::complete_in_flight`], and its
+    /// row carries that state (written in the same row write as the message);
+    /// a request whose tag is in flight already takes its place. If the oldest
+    /// stored message that is neither queued nor in flight was delivered before
+    /// `recycle_before` (out of the replay window), the new message takes over
+    /// its row: one row written, where an insert now and a delete later would
+    /// write two. A row in flight is never taken over.
+    fn push(
+        &mut self,
+        text: &str,
+        request: Option<&MessageHeader>,
+        now: f64,
+        recycle_before: f64,
+    ) -> StoreResult<u64>;
+    /// At most `limit` messages in sequence order: every queued one and, with
+    /// `replay`, the stream-delivered ones it asks for.
     fn deliverable(&self, replay: Option<Replay>, limit: usize) -> StoreResult<Vec<QueuedMessage>>;
     /// A stream confirmed the message: it stops being queued and is kept (for
-    /// replay) until its row is recycled.
+    /// replay) until its row is recycled. A request stays in flight.
     fn mark_delivered(&mut self, seq: u64, now: f64) -> StoreResult<()>;
-    fn remove(&mut self, seq: u64) -> StoreResult<()>;
-    /// Messages not delivered yet.
+    /// A `GET /message` (or long poll) took the message: it is neither queued
+    /// nor replayable any more. Its row is deleted, unless it is a request in
+    /// flight: then the row is kept (taken) until the request is completed.
+    fn take(&mut self, seq: u64) -> StoreResult<()>;
+    /// Messages queued (not delivered nor taken yet).
     fn queued(&self) -> StoreResult<u64>;
-    /// When the oldest message not delivered yet arrived.
+    /// When the oldest queued message arrived.
     fn oldest_unread_at(&self) -> StoreResult<Option<f64>>;
-    /// Empties the queue (delivered messages kept for replay too); returns the
-    /// texts of those not delivered yet, in order.
-    fn take_queue(&mut self) -> StoreResult<Vec<String>>;
+    /// Empties the queue and what is kept for replay (expiry): requests in
+    /// flight that were delivered or taken stay in flight (and are no longer
+    /// replayable); queued requests in flight are dropped, no longer in flight,
+    /// and returned, in order.
+    fn drop_queue(&mut self) -> StoreResult<Vec<MessageHeader>>;
+    /// Deletes every message (termination); returns every request that was in
+    /// flight, queued or taken, in order.
+    fn clear(&mut self) -> StoreResult<Vec<MessageHeader>>;
 
-    /// Records a request sent to this mailbox and not yet answered.
-    fn add_in_flight(&mut self, header: &MessageHeader) -> StoreResult<()>;
-    /// Forgets an in-flight request; `true` if it was there.
+    /// The request `tag` was answered: it is no longer in flight (its row is
+    /// deleted if it was taken, since nothing needs it any more); `true` if it
+    /// was in flight.
     fn complete_in_flight(&mut self, tag: Uuid) -> StoreResult<bool>;
+    /// Requests in flight: queued, delivered or taken, and not answered.
     fn in_flight(&self) -> StoreResult<u64>;
-    /// Removes and returns every in-flight request.
-    fn take_in_flight(&mut self) -> StoreResult<Vec<MessageHeader>>;
 
     fn add_follow_up(&mut self, follow_up: &FollowUp) -> StoreResult<()>;
     /// Follow-ups not done yet, oldest first, each with its id.
@@ -208,6 +266,36 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<MailboxRecord>(&newer).unwrap(),
             record
+        );
+    }
+
+    #[test]
+    fn old_in_flight_records_go_to_their_stored_request_or_to_a_placeholder() {
+        use super::{fold_in_flight, InFlightFold};
+        use crate::protocol::entity::Role;
+        use crate::protocol::flat_message::tests::flat_text;
+        use crate::protocol::message::tests::{entity, message_text};
+        use uuid::Uuid;
+        let (user, agent) = (entity(Role::User), entity(Role::Agent));
+        let [queued, flat, read, answered] = [(); 4].map(|_| Uuid::new_v4());
+        let messages = vec![
+            // A response with a request's tag is not that request.
+            (1, message_text(&agent, &user, "response", queued)),
+            (2, message_text(&user, &agent, "request", queued)),
+            (3, flat_text(&user, &agent, "action-request", flat)),
+            // The same request sent twice: the record goes to the first.
+            (4, message_text(&user, &agent, "request", queued)),
+            (5, message_text(&user, &agent, "request", answered)),
+        ];
+        let record = |tag: Uuid| (tag.to_string(), format!("header of {tag}"));
+        let in_flight = vec![record(read), record(queued), record(flat)];
+        let carried = |seq, tag: Uuid| (seq, record(tag).0, record(tag).1);
+        assert_eq!(
+            fold_in_flight(&messages, &in_flight),
+            InFlightFold {
+                carried: vec![carried(2, queued), carried(3, flat)],
+                placeholders: vec![record(read)],
+            }
         );
     }
 

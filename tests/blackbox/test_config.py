@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -68,17 +69,48 @@ def test_cost_headers_count_object_calls_and_rows_written(exchange_factory) -> N
     sent = api.send(make_message(src, dest, kind='request'))
     assert sent.status_code == 200, sent.text
     # Queued at the destination, counted as outgoing at the sender: two objects.
-    # Rows: the message, the request in flight, the sender's counters.
-    assert costs(sent) == (2, 3)
+    # Rows: the message (which is also the request's in-flight record), the
+    # sender's counters.
+    assert costs(sent) == (2, 2)
 
     got = api.recv(dest, 5)
     assert got.status_code == 200, got.text
+    # The request's row is kept, marked taken, while it is in flight.
     assert costs(got) == (1, 1)
 
     # To its own mailbox, the sender's bookkeeping rides in the same object call.
     to_self = api.send(make_message(src, src, kind='request'))
     assert to_self.status_code == 200, to_self.text
-    assert costs(to_self) == (1, 3)
+    assert costs(to_self) == (1, 2)
+
+
+def test_a_request_is_its_own_in_flight_record_through_its_answer(
+    exchange_factory,
+) -> None:
+    proc = exchange_factory(vars={'EXCHANGE_COST_HEADERS': 1})
+    api = Api(proc.url)
+    user = api.new_mailbox()
+    agent = api.new_mailbox('agent', agent='mod.Agent')
+    request = make_message(user, agent, kind='request')
+    tag = json.loads(request)['header']['tag']
+
+    # Queued and in flight in one row; the sender counts it: 2 rows (were 3).
+    assert costs(api.send(request)) == (2, 2)
+    assert api.stats_value(agent)['queued'] == 1
+    # Taken: the same row, now neither queued nor replayable, still in flight.
+    got = api.recv(agent, 5)
+    assert json.loads(got.text)['message'] == request
+    assert costs(got) == (1, 1)
+    taken = api.stats_value(agent)
+    assert (taken['queued'], taken['in_progress']) == (0, 1)
+    # The answer: queued at the user, the taken row deleted and the agent's
+    # counters saved at the agent: 3 rows, as before.
+    answer = make_message(agent, user, kind='response', tag=tag)
+    assert costs(api.send(answer)) == (2, 3)
+    after = api.stats_value(agent)
+    assert (after['completed'], after['in_progress'], after['incoming']) == (1, 0, 1)
+    # A response is in flight nowhere: its receive deletes its row.
+    assert costs(api.recv(user, 5)) == (1, 1)
 
 
 def test_cost_headers_are_on_error_answers_too(exchange_factory) -> None:
