@@ -478,16 +478,27 @@ ISOLATE_ROWS_HEADER = 'x-exchange-isolate-rows-written'
 CONSTRUCTED_HEADER = 'x-exchange-isolate-objects-constructed'
 
 
+# Builds since the staged record writes write a sender's counts at most once a
+# second, the rest by a timer after the answers: a probe waits this long after
+# its last message before it reads the isolate's rows written.
+RECORD_WRITES_SETTLE_S = 1.5
+
+
 async def worker_costs(url: str, count: int) -> dict[str, Any]:
     """Durable Object calls and SQLite rows written per delivered message, from
     the worker's cost headers: ``count`` request messages sent to one mailbox
-    and received with ``GET /message``, one at a time, both calls summed.
+    and received with ``GET /message``, one at a time. Object calls: both
+    calls' ``x-exchange-object-calls`` summed. Rows: the difference of
+    ``x-exchange-isolate-rows-written`` between a status answer before the
+    first message and one :data:`RECORD_WRITES_SETTLE_S` after the last, so
+    writes no answer reports (a sender's counts written by a timer) count too;
+    builds without that header sum the calls' ``x-exchange-rows-written``.
     "n/a" when the worker does not send the headers."""
     calls = rows = 0
     ledger = Ledger('cost probe')
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT, headers=CLIENT_HEADERS) as session:
 
-        async def call(method: str, path: str, body: dict[str, Any]) -> str:
+        async def call(method: str, path: str, body: dict[str, Any]) -> tuple[str, Any]:
             nonlocal calls, rows
             async with session.request(method, url + path, json=body) as r:
                 text = await r.text()
@@ -497,23 +508,31 @@ async def worker_costs(url: str, count: int) -> dict[str, Any]:
                     raise LookupError('no cost headers')
                 calls += int(r.headers['x-exchange-object-calls'])
                 rows += int(r.headers['x-exchange-rows-written'])
-                return text
+                return text, r.headers.get(ISOLATE_ROWS_HEADER)
 
         src, dest = UserId.new(), UserId.new()
+        dest_body = {'mailbox': dest.model_dump_json()}
         try:
             for mailbox in (src, dest):
                 await call('POST', '/mailbox', {'mailbox': mailbox.model_dump_json()})
+            await asyncio.sleep(RECORD_WRITES_SETTLE_S)
+            _, isolate_before = await call('GET', '/mailbox', dest_body)
             calls = rows = 0  # count only the messages
             for _ in range(count):
                 message = request(src, dest)
                 ledger.sent('src', message.tag)
                 await call('PUT', '/message', {'message': message.model_dump_json()})
-                text = await call('GET', '/message', {'mailbox': dest.model_dump_json(), 'timeout': 5})
+                text, _ = await call('GET', '/message', {**dest_body, 'timeout': 5})
                 ledger.arrived_tag(Message.model_validate_json(json.loads(text)['message']).tag)
+            message_calls = calls
+            await asyncio.sleep(RECORD_WRITES_SETTLE_S)
+            _, isolate_after = await call('GET', '/mailbox', dest_body)
         except LookupError:
             return {'object_calls_per_msg': 'n/a', 'rows_written_per_msg': 'n/a', 'errors': []}
+    if isolate_before is not None and isolate_after is not None:
+        rows = int(isolate_after) - int(isolate_before)
     return {
-        'object_calls_per_msg': calls / count,
+        'object_calls_per_msg': message_calls / count,
         'rows_written_per_msg': rows / count,
         'errors': ledger.close(),
     }
@@ -527,7 +546,8 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
 
     Rows written per message: the difference of ``x-exchange-isolate-rows-written``
     between two answers of the destination's object (``GET /mailbox/stats``, the
-    second once nothing is left unconfirmed), divided by ``count``: it counts
+    second :data:`RECORD_WRITES_SETTLE_S` after the last message, once nothing is
+    left unconfirmed), divided by ``count``: it counts
     everything written in between, the sends and the stream's confirmations, and
     nothing else runs meanwhile. Object calls per message: the sends'
     ``x-exchange-object-calls``, plus the messages the Worker sends the object on
@@ -576,6 +596,7 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
                 sends['rows'] += int(r.headers['x-exchange-rows-written'])
                 data = await asyncio.wait_for(next_event_data(stream.content), STEP_TIMEOUT_S)
                 ledger.arrived_tag(Message.model_validate_json(data).tag)
+            await asyncio.sleep(RECORD_WRITES_SETTLE_S)
             after = await unconfirmed_cleared(dest_body)
         finally:
             stream.close()

@@ -19,26 +19,33 @@
 //! other objects (terminate replies, discovery entries) is stored by the rules
 //! and carried out here before the call is answered, and by the alarm until it
 //! succeeds.
+//!
+//! Counts and stamps that change on a message's path (outgoing and completed
+//! requests, heartbeats) are written at most once a second
+//! ([`RECORD_WRITE_INTERVAL_S`]): a change staged in between is written by a
+//! timer when due, which keeps the object awake until then.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::lock::Mutex;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen_futures::spawn_local;
 use worker::{
-    durable_object, js_sys, Env, Request, Response, ScheduledTime, State, WebSocket,
+    durable_object, js_sys, Delay, Env, Request, Response, ScheduledTime, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
 };
 
 use super::follow_up::Reach;
-use super::sqlite::rows_written_so_far;
+use super::sqlite::{count_alarm_set, rows_written_so_far};
 use super::sqlite::{MailboxCache, SqliteMailbox};
 use super::{answer_json, config, js_internal, now_s, read_call, unknown_call, Costs};
 use crate::core::expiry::{Expiry, FOLLOW_UP_RETRY_S};
 use crate::core::listen::{Push, Subscriber, SubscriberKind};
-use crate::core::mailbox::{AlarmWork, Mailbox as MailboxRules};
+use crate::core::mailbox::{AlarmWork, Mailbox as MailboxRules, RECORD_WRITE_INTERVAL_S};
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::message::IncomingMessage;
@@ -46,6 +53,7 @@ use crate::rpc::{
     self, parse_confirmation, Answer, CallCosts, InstanceReport, MailboxCall, ObjectCall, Pushed,
     Subscribe, Wait, PING, PONG,
 };
+use crate::store::MailboxStore;
 
 thread_local! {
     /// Mailbox object instances constructed by this isolate (a global: it counts
@@ -81,6 +89,8 @@ pub struct Mailbox {
     /// The open sockets and their subscriber states, as in their attachments;
     /// `None` until first needed after construction.
     sockets: RefCell<Option<Sockets>>,
+    /// A timer will write the staged record ([`Mailbox::write_staged_when_due`]).
+    staged_write_pending: Rc<Cell<bool>>,
 }
 
 /// Open sockets and their states, index for index: the rules work on
@@ -148,6 +158,7 @@ impl worker::DurableObject for Mailbox {
             follow_up_turn: Mutex::new(()),
             boot_id: random_id(),
             sockets: RefCell::new(None),
+            staged_write_pending: Rc::new(Cell::new(false)),
         }
     }
 
@@ -422,6 +433,7 @@ impl Mailbox {
     /// than it rings (or no alarm is set). Most calls need no change, so most
     /// write nothing. A failure is logged: the next call or alarm retries.
     async fn arm(&self) {
+        self.write_staged_when_due();
         let Some(needed) = self.alarm_needed_by.take() else {
             return;
         };
@@ -433,13 +445,40 @@ impl Mailbox {
         // An absolute time (an integer given to `set_alarm` is an offset).
         let at = js_sys::Date::new(&JsValue::from_f64((needed * 1000.0).ceil()));
         match self.state.storage().set_alarm(ScheduledTime::new(at)).await {
-            Ok(()) => self.alarm.set(Some(Some(needed))),
+            Ok(()) => {
+                count_alarm_set();
+                self.alarm.set(Some(Some(needed)));
+            }
             Err(error) => {
                 // Unknown again: the next call reads it.
                 self.alarm.set(None);
                 worker::console_error!("set alarm: {error}");
             }
         }
+    }
+
+    /// If a change to the record is staged, writes it [`RECORD_WRITE_INTERVAL_S`]
+    /// after the record's last write, by a timer (one at a time). Not by the
+    /// alarm: setting it is billed as a row written, and setting it back for
+    /// expiry another, which would cost more rows than staging saves.
+    fn write_staged_when_due(&self) {
+        if !self.store.record_staged() || self.staged_write_pending.replace(true) {
+            return;
+        }
+        let due = self
+            .store
+            .record_written_at()
+            .map_or(0.0, |at| at + RECORD_WRITE_INTERVAL_S);
+        let wait = Duration::from_secs_f64((due - now_s()).max(0.0));
+        let pending = self.staged_write_pending.clone();
+        let mut rules = self.rules();
+        spawn_local(async move {
+            Delay::from(wait).await;
+            pending.set(false);
+            if let Err(error) = rules.write_staged(now_s()) {
+                worker::console_error!("staged record: {error:?}");
+            }
+        });
     }
 
     /// Carries out every follow-up still owed; fails with the first failure

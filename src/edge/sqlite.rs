@@ -27,6 +27,11 @@ pub fn rows_written_so_far() -> u64 {
     ROWS_WRITTEN.with(Cell::get)
 }
 
+/// Setting an object's alarm is billed as one row written: counted with them.
+pub fn count_alarm_set() {
+    ROWS_WRITTEN.with(|total| total.set(total.get() + 1));
+}
+
 /// Runs `sql` and reads every row it returns (consuming the cursor runs it fully).
 fn query<T: DeserializeOwned>(
     db: &SqlStorage,
@@ -80,6 +85,10 @@ pub struct MailboxCache {
     shares: RefCell<Option<Vec<String>>>,
     /// The last sequence number pushed (`None`: not read yet).
     last_seq: Cell<Option<u64>>,
+    /// When this instance last wrote the record.
+    record_written_at: Cell<Option<f64>>,
+    /// `record` holds a change not written yet ([`MailboxStore::stage`]).
+    record_staged: Cell<bool>,
     /// The requests in flight: tag → the sequence number of the row that
     /// carries it (`None`: not read yet). `messages` has no index on `tag`
     /// (every index update is a row written), so this copy is what finds a
@@ -95,6 +104,7 @@ impl MailboxCache {
         *self.shares.borrow_mut() = Some(Vec::new());
         self.last_seq.set(None);
         *self.in_flight.borrow_mut() = Some(HashMap::new());
+        self.record_staged.set(false);
     }
 
     fn forget_in_flight(&self) {
@@ -365,15 +375,34 @@ impl MailboxStore for SqliteMailbox {
         Ok(record)
     }
 
-    fn save(&mut self, record: &MailboxRecord) -> StoreResult<()> {
+    fn save(&mut self, record: &MailboxRecord, now: f64) -> StoreResult<()> {
         self.create_tables()?;
         self.write(
             "INSERT OR REPLACE INTO mailbox (id, record) VALUES (1, ?)",
             vec![to_json(record)?.into()],
-            |cache| *cache.record.borrow_mut() = None,
+            // A staged change is lost with the copy: the stored record is read again.
+            |cache| {
+                *cache.record.borrow_mut() = None;
+                cache.record_staged.set(false);
+            },
         )?;
         *self.cache.record.borrow_mut() = Some(Some(record.clone()));
+        self.cache.record_written_at.set(Some(now));
+        self.cache.record_staged.set(false);
         Ok(())
+    }
+
+    fn stage(&mut self, record: &MailboxRecord) {
+        *self.cache.record.borrow_mut() = Some(Some(record.clone()));
+        self.cache.record_staged.set(true);
+    }
+
+    fn record_written_at(&self) -> Option<f64> {
+        self.cache.record_written_at.get()
+    }
+
+    fn record_staged(&self) -> bool {
+        self.cache.record_staged.get()
     }
 
     fn shares(&self) -> StoreResult<Vec<String>> {

@@ -28,6 +28,9 @@ struct Stored {
 #[derive(Default)]
 pub struct MemoryMailbox {
     record: Option<MailboxRecord>,
+    /// The record as last written (what a crash would leave).
+    written: Option<MailboxRecord>,
+    written_at: Option<f64>,
     shares: BTreeSet<String>,
     /// By sequence number.
     messages: BTreeMap<u64, Stored>,
@@ -36,13 +39,31 @@ pub struct MemoryMailbox {
     last_follow_up: u64,
 }
 
+impl MemoryMailbox {
+    /// The record as last written: what a crash of the object would leave.
+    pub fn written_record(&self) -> Option<MailboxRecord> {
+        self.written.clone()
+    }
+}
+
 impl MailboxStore for MemoryMailbox {
     fn load(&self) -> StoreResult<Option<MailboxRecord>> {
         Ok(self.record.clone())
     }
-    fn save(&mut self, record: &MailboxRecord) -> StoreResult<()> {
+    fn save(&mut self, record: &MailboxRecord, now: f64) -> StoreResult<()> {
         self.record = Some(record.clone());
+        self.written = Some(record.clone());
+        self.written_at = Some(now);
         Ok(())
+    }
+    fn stage(&mut self, record: &MailboxRecord) {
+        self.record = Some(record.clone());
+    }
+    fn record_written_at(&self) -> Option<f64> {
+        self.written_at
+    }
+    fn record_staged(&self) -> bool {
+        self.record != self.written
     }
     fn shares(&self) -> StoreResult<Vec<String>> {
         Ok(self.shares.iter().cloned().collect())

@@ -147,8 +147,18 @@ pub fn fold_in_flight(messages: &[(u64, String)], in_flight: &[(String, String)]
 
 /// Everything one mailbox keeps.
 pub trait MailboxStore {
+    /// The current record: the one last saved, or staged since.
     fn load(&self) -> StoreResult<Option<MailboxRecord>>;
-    fn save(&mut self, record: &MailboxRecord) -> StoreResult<()>;
+    /// Writes `record` at `now` (so with it any change staged before).
+    fn save(&mut self, record: &MailboxRecord, now: f64) -> StoreResult<()>;
+    /// Makes `record` the current one without writing it: a change that may
+    /// wait for the next [`Self::save`] (see `core::mailbox::RECORD_WRITE_INTERVAL_S`).
+    /// It lives as long as this object instance: a crash loses it.
+    fn stage(&mut self, record: &MailboxRecord);
+    /// When this object instance last wrote the record (`None`: not yet).
+    fn record_written_at(&self) -> Option<f64>;
+    /// Whether the current record has a change staged and not written yet.
+    fn record_staged(&self) -> bool;
 
     fn shares(&self) -> StoreResult<Vec<String>>;
     fn add_share(&mut self, group_id: &str) -> StoreResult<()>;

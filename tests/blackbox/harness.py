@@ -542,6 +542,19 @@ def tag_of(message_text: str) -> str:
     return json.loads(message_text)['header']['tag']
 
 
+# A mailbox's record (its counts and heartbeat stamp) is written at most once
+# per this many seconds (`RECORD_WRITE_INTERVAL_S` in src/core/mailbox.rs): a
+# count or stamp that comes sooner after its last write is staged and written
+# by a timer, in no request's answer.
+RECORD_WRITE_INTERVAL_S = 1.0
+
+
+def past_record_writes() -> None:
+    """Waits until every record written so far may be written again at once, so
+    that the next count or stamp is written by the request that makes it."""
+    time.sleep(RECORD_WRITE_INTERVAL_S + 0.2)
+
+
 def costs(response: requests.Response) -> tuple[int, int]:
     """The object calls and SQLite rows written that an answer reports (with
     ``EXCHANGE_COST_HEADERS``)."""
