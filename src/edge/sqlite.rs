@@ -85,6 +85,11 @@ pub struct MailboxCache {
     shares: RefCell<Option<Vec<String>>>,
     /// The last sequence number pushed (`None`: not read yet).
     last_seq: Cell<Option<u64>>,
+    /// No row below this sequence number is queued (`None`: not known yet).
+    /// The queries for queued rows start there: rows kept for replay or while
+    /// their request is in flight sit below it, and a busy mailbox keeps
+    /// thousands, which every delivery would otherwise walk past.
+    queued_from: Cell<Option<u64>>,
     /// When this instance last wrote the record.
     record_written_at: Cell<Option<f64>>,
     /// `record` holds a change not written yet ([`MailboxStore::stage`]).
@@ -104,6 +109,7 @@ impl MailboxCache {
         *self.shares.borrow_mut() = Some(Vec::new());
         self.last_seq.set(None);
         *self.in_flight.borrow_mut() = Some(HashMap::new());
+        self.queued_from.set(None);
         self.record_staged.set(false);
     }
 
@@ -266,6 +272,11 @@ impl SqliteMailbox {
             )?;
         }
         execute(&self.sql, "DROP TABLE in_flight", vec![])
+    }
+
+    /// Where the queries for queued rows start ([`MailboxCache::queued_from`]).
+    fn queued_from(&self) -> u64 {
+        self.cache.queued_from.get().unwrap_or(0)
     }
 
     /// Reads the requests in flight (tag → seq), from the table once per
@@ -524,19 +535,34 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn deliverable(&self, replay: Option<Replay>, limit: usize) -> StoreResult<Vec<QueuedMessage>> {
+        let from = self.queued_from();
         let rows = match replay {
-            None => query::<MessageRow>(
-                &self.sql,
-                "SELECT seq, text FROM messages WHERE delivered_at IS NULL ORDER BY seq LIMIT ?",
-                vec![(limit as i64).into()],
-            )?,
+            None => {
+                let rows = query::<MessageRow>(
+                    &self.sql,
+                    "SELECT seq, text FROM messages WHERE seq >= ? AND delivered_at IS NULL
+                     ORDER BY seq LIMIT ?",
+                    vec![(from as i64).into(), (limit as i64).into()],
+                )?;
+                // Nothing between `from` and the first row found is queued;
+                // none found: nothing up to the last one pushed is.
+                let first_queued = match rows.first() {
+                    Some(row) => Some(row.seq),
+                    None => self.cache.last_seq.get().map(|last| last + 1),
+                };
+                if let Some(first) = first_queued {
+                    self.cache.queued_from.set(Some(first));
+                }
+                rows
+            }
             // A taken row's `delivered_at` is before every window.
             Some(replay) => query::<MessageRow>(
                 &self.sql,
                 "SELECT seq, text FROM messages
-                 WHERE delivered_at IS NULL OR (seq > ? AND delivered_at >= ?)
+                 WHERE (seq >= ? AND delivered_at IS NULL) OR (seq > ? AND delivered_at >= ?)
                  ORDER BY seq LIMIT ?",
                 vec![
+                    (from as i64).into(),
                     (replay.after as i64).into(),
                     replay.since.into(),
                     (limit as i64).into(),
@@ -577,10 +603,13 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn queued(&self) -> StoreResult<u64> {
-        count(
+        Ok(query::<Count>(
             &self.sql,
-            "SELECT COUNT(*) AS n FROM messages WHERE delivered_at IS NULL",
-        )
+            "SELECT COUNT(*) AS n FROM messages WHERE seq >= ? AND delivered_at IS NULL",
+            vec![(self.queued_from() as i64).into()],
+        )?
+        .first()
+        .map_or(0, |row| row.n))
     }
 
     fn oldest_unread_at(&self) -> StoreResult<Option<f64>> {
@@ -590,8 +619,8 @@ impl MailboxStore for SqliteMailbox {
         }
         Ok(query::<Oldest>(
             &self.sql,
-            "SELECT MIN(enqueued_at) AS at FROM messages WHERE delivered_at IS NULL",
-            vec![],
+            "SELECT MIN(enqueued_at) AS at FROM messages WHERE seq >= ? AND delivered_at IS NULL",
+            vec![(self.queued_from() as i64).into()],
         )?
         .first()
         .and_then(|row| row.at))
