@@ -1,6 +1,6 @@
 """Where the worker's CPU goes: workerd CPU per request, by kind of request.
 
-    python bench/profile.py [--requests N]
+    python bench/profile.py [--requests N] [--build DIR] [--cpu-profile KIND ...]
 
 Serves the built Worker from workerd directly (as the benchmark's ``workerd``
 target), then runs sequential loops of raw HTTP requests over one keep-alive
@@ -24,6 +24,16 @@ Each kind isolates one part of the path:
 
 Prints one table; nothing is written. Loops are bounded by ``--requests`` and
 every request has a timeout.
+
+``--cpu-profile KIND`` (repeatable) shows where that CPU goes inside the
+Worker's isolate instead: workerd is started with its DevTools inspector open,
+and for each KIND, after the warm-up and ``WARM_UP`` more requests of that kind,
+a V8 sampling CPU profile (``--sampling-interval-us``) of the isolate is recorded
+over ``--requests`` requests of it (``cpu_profile.py``). Each profile is written
+to ``--profile-dir`` as ``cpu-KIND.cpuprofile`` (DevTools' Performance panel
+opens it) and summarized: self time per group of functions, and the top
+``--top`` functions by self and by inclusive time. The CPU per request printed
+with it includes the profiler's own cost.
 """
 
 from __future__ import annotations
@@ -40,9 +50,17 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / 'tests' / 'blackbox'))
 
+import cpu_profile  # noqa: E402
 import harness  # noqa: E402
 import requests  # noqa: E402
 import targets  # noqa: E402
+
+KINDS = (
+    'unrouted', 'status', 'status-missing', 'send', 'receive', 'self-send+receive', 'send+receive', 'send+listen',
+)
+# workerd runs a new Worker slowly for its first few hundred requests: this
+# many run first, and again of each kind before its CPU profile.
+WARM_UP = 300
 
 
 class Client:
@@ -123,13 +141,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--requests', type=int, default=400)
     parser.add_argument('--build', type=Path, help='a build directory other than build/')
+    parser.add_argument(
+        '--cpu-profile', action='append', choices=KINDS, metavar='KIND',
+        help='record a CPU profile of the isolate over this kind of request (repeatable)',
+    )
+    parser.add_argument('--profile-dir', type=Path, default=Path(), help='where cpu-KIND.cpuprofile go')
+    parser.add_argument('--sampling-interval-us', type=int, default=100)
+    parser.add_argument('--top', type=int, default=30, help='functions listed per profile table')
     args = parser.parse_args()
     n = args.requests
+    start = targets.workerd_inspected if args.cpu_profile else targets.workerd_direct
 
     with tempfile.TemporaryDirectory(prefix='exchange-profile-') as tmp:
         build = Path(tmp) / 'build'
         targets.snapshot_build(build, args.build or targets.REPO / 'build')
-        target = targets.workerd_direct(Path(tmp), build).start()
+        target = start(Path(tmp), build).start()
         try:
             client = Client(target.processes[-1].port)
             me, other, listened = harness.new_id(), harness.new_id(), harness.new_id()
@@ -160,12 +186,20 @@ def main() -> int:
                 'send+receive': lambda: (send(other), receive(other)),
                 'send+listen': send_and_listen,
             }
-            # Warm up: workerd runs a new Worker slowly for its first few hundred
-            # requests.
-            for _ in range(300):
+            for _ in range(WARM_UP):
                 send(other), receive(other)
-            rows = {}
-            for kind, step in kinds.items():
+            rows, profiles = {}, {}
+            for kind in args.cpu_profile or ():
+                for _ in range(WARM_UP):
+                    kinds[kind]()
+
+                def run(kind: str = kind) -> None:
+                    rows[kind] = measure(target, client, n, kinds[kind])
+
+                profiles[kind] = cpu_profile.record(
+                    target.processes[-1].inspector_port, run, args.sampling_interval_us,
+                )
+            for kind, step in () if args.cpu_profile else kinds.items():
                 isolate_rows = listener.isolate_rows(client)
                 rows[kind] = measure(target, client, n, step)
                 if kind == 'send+listen' and isolate_rows is not None:
@@ -175,6 +209,13 @@ def main() -> int:
         finally:
             target.stop()
 
+    for kind, profile in profiles.items():
+        path = args.profile_dir / f'cpu-{kind}.cpuprofile'
+        path.write_text(json.dumps(profile))
+        print(f'\n=== {kind}: {rows[kind]["cpu_ms"]:.2f} ms workerd CPU per request while profiled; {path}')
+        cpu_profile.print_summary(cpu_profile.summarize(profile), args.top, n)
+    if profiles:
+        return 0
     print(f'workerd CPU per request (or per delivered message), {n} sequential requests each')
     print('(cpu ms: workerd; + node: with the node process that launched it)')
     print(f'{"kind":<20} {"cpu ms":>8} {"+ node":>8} {"wall ms":>8} {"obj calls":>10} {"rows":>6}')

@@ -8,7 +8,10 @@
 //   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/entry.mjs]
 //                                [--vars JSON] [--compatibility-date YYYY-MM-DD]
 //                                [--objects JSON]   (binding -> class; default: the worker's)
+//                                [--inspector-port N]
 //
+// --inspector-port opens workerd's DevTools inspector on that port (the Chrome
+// DevTools Protocol: targets listed at /json; bench/profile.py --cpu-profile).
 // Binds 127.0.0.1 only, prints "ready <url>" once serving, and shuts
 // workerd down on SIGTERM/SIGINT.
 import { Miniflare } from 'miniflare';
@@ -25,6 +28,7 @@ const { values } = parseArgs({
     vars: { type: 'string', default: '{}' },
     'compatibility-date': { type: 'string', default: '2026-04-01' },
     objects: { type: 'string', default: JSON.stringify({ MAILBOX: 'Mailbox', DIRECTORY: 'Directory' }) },
+    'inspector-port': { type: 'string' },
   },
 });
 if (!values.port || !values.persist) {
@@ -52,6 +56,7 @@ const mf = new Miniflare({
     ]),
   ),
   durableObjectsPersist: values.persist,
+  inspectorPort: values['inspector-port'] === undefined ? undefined : Number(values['inspector-port']),
 });
 
 const url = await mf.ready;

@@ -139,6 +139,19 @@ class RedisProcess(harness.ExchangeProcess):
         raise RuntimeError(f'redis-server not ready; log:\n{self.log_tail()}')
 
 
+class InspectedWorkerdProcess(harness.WorkerdDirectProcess):
+    """The worker served directly with workerd's DevTools inspector open on a
+    free 127.0.0.1 port (``inspector_port``, picked again on each start), for
+    ``profile.py --cpu-profile``."""
+
+    inspector_port: int | None = None
+
+    def _command(self) -> tuple[list[str], dict[str, str], Path]:
+        cmd, env, cwd = super()._command()
+        self.inspector_port = harness.free_port()
+        return [*cmd, '--inspector-port', str(self.inspector_port)], env, cwd
+
+
 class FloorProcess(harness.ExchangeProcess):
     """The floor (``bench/floor/``) served exactly as the worker is served
     directly: ``bench/serve_workerd.mjs``, with the module, object bindings and
@@ -238,6 +251,11 @@ class Target:
 
 def workerd_direct(log_dir: Path, build_dir: Path) -> Target:
     return Target('workerd', [harness.WorkerdDirectProcess(build_dir, vars=WORKER_VARS, log_dir=log_dir)], ours=True)
+
+
+def workerd_inspected(log_dir: Path, build_dir: Path) -> Target:
+    """``workerd`` with its inspector open (its port: the process's ``inspector_port``)."""
+    return Target('workerd', [InspectedWorkerdProcess(build_dir, vars=WORKER_VARS, log_dir=log_dir)], ours=True)
 
 
 def workerd_before(log_dir: Path, build_dir: Path) -> Target:
