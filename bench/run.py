@@ -6,7 +6,8 @@
 
 Targets: the worker served by workerd directly (Miniflare, no dev proxy), the
 floor (a minimal JavaScript Worker and object served the same way, workloads 1-3
-only), an earlier build of the worker served the same way (with
+only), floor-design (the floor with the worker's design: sender bookkeeping,
+hibernating sockets, delivery confirmation), an earlier build of the worker served the same way (with
 ``--baseline-build``), the worker under ``wrangler dev``, academy's server with
 its in-memory backend, and with its Redis backend (when redis-server is
 installed). Every workload runs through academy-py 1.0.0's client; targets take

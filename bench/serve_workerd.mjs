@@ -1,13 +1,17 @@
 // Serves the built Worker (build/entry.mjs, or index.js for builds before it)
 // from workerd through Miniflare's API, with no `wrangler dev` proxy in front: the benchmark's
 // "workerd" target, and the black-box tests that must see what workerd itself
-// answers (harness.WorkerdDirectProcess). Also the benchmark's "floor" target
-// (bench/floor/), with its own --script and --objects. Durable Objects are
+// answers (harness.WorkerdDirectProcess). Also the benchmark's "floor" and
+// "floor-design" targets (bench/floor/, bench/floor_design/), with their own
+// --script, --objects and --modules-root (bench/: they share bench/floor/wire.js).
+// Durable Objects are
 // SQLite-backed and persisted under --persist (as `wrangler dev --persist-to` does).
 //
 //   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/entry.mjs]
 //                                [--vars JSON] [--compatibility-date YYYY-MM-DD]
 //                                [--objects JSON]   (binding -> class; default: the worker's)
+//                                [--modules-root DIR]   (default: the script's directory;
+//                                   the script's imports must stay below it)
 //
 // Binds 127.0.0.1 only, prints "ready <url>" once serving, and shuts
 // workerd down on SIGTERM/SIGINT.
@@ -25,6 +29,7 @@ const { values } = parseArgs({
     vars: { type: 'string', default: '{}' },
     'compatibility-date': { type: 'string', default: '2026-04-01' },
     objects: { type: 'string', default: JSON.stringify({ MAILBOX: 'Mailbox', DIRECTORY: 'Directory' }) },
+    'modules-root': { type: 'string' },
   },
 });
 if (!values.port || !values.persist) {
@@ -37,7 +42,7 @@ const mf = new Miniflare({
   port: Number(values.port),
   modules: true,
   scriptPath: path.resolve(values.script),
-  modulesRoot: path.dirname(path.resolve(values.script)),
+  modulesRoot: path.resolve(values['modules-root'] ?? path.dirname(values.script)),
   // worker-build's bundle (index.js, imported by entry.mjs) is an ES module.
   modulesRules: [
     { type: 'CompiledWasm', include: ['**/*.wasm'] },
