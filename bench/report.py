@@ -19,14 +19,21 @@ matplotlib.use('Agg')  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 OURS = ('workerd', 'workerd-before', 'wrangler-dev')
-# The floor: a minimal JavaScript Worker and object (bench/floor/), workloads 1-3 only.
+# The floors, workloads 1-3 only: a minimal JavaScript Worker and object
+# (bench/floor/), and the same with this worker's design (bench/floor_design/).
 FLOOR = 'floor'
-REFERENCES = (FLOOR, 'academy-memory', 'academy-redis')
+FLOOR_DESIGN = 'floor-design'
+# Each floor and how the Markdown table names its multiples.
+FLOORS = {FLOOR: "the floor's", FLOOR_DESIGN: "floor-design's"}
+REFERENCES = (FLOOR, FLOOR_DESIGN, 'academy-memory', 'academy-redis')
 # (after, before): this build against the earlier one, when the run has it.
 BEFORE_AFTER = ('workerd', 'workerd-before')
+# What the worker's design costs on its own: its floor against the plain floor.
+DESIGN_OVER_FLOOR = (FLOOR_DESIGN, FLOOR)
 LABELS = {
     'workerd': 'worker (workerd)',
     FLOOR: 'floor (JS Worker + object)',
+    FLOOR_DESIGN: 'floor-design (JS, the worker\'s design)',
     'workerd-before': 'earlier build (workerd)',
     'wrangler-dev': 'worker (wrangler dev)',
     'academy-memory': 'academy (memory)',
@@ -101,10 +108,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 
 
 def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """ours / reference (and this build / the earlier one) of the medians:
-    throughput (>1: ours faster), p50 and CPU per message (<1: ours faster /
-    cheaper)."""
-    pairs = [(ours, reference) for ours in OURS for reference in REFERENCES] + [BEFORE_AFTER]
+    """ours / reference (and this build / the earlier one, floor-design / the
+    floor) of the medians: throughput (>1: ours faster), p50 and CPU per
+    message (<1: ours faster / cheaper)."""
+    pairs = [(ours, reference) for ours in OURS for reference in REFERENCES] + [BEFORE_AFTER, DESIGN_OVER_FLOOR]
     out: dict[str, dict[str, Any]] = {}
     for workload, by_target in summary.items():
         for ours, reference in pairs:
@@ -220,7 +227,8 @@ def print_idle(idle: dict[str, dict[str, Any]]) -> None:
 
 
 def print_ratios(table: dict[str, dict[str, Any]]) -> None:
-    print('\nratios, this worker / reference (medians): throughput (>1 faster), p50 and server CPU (<1 better)')
+    print('\nratios, this worker (or floor-design) / reference (medians): throughput (>1 faster), '
+          'p50 and server CPU (<1 better)')
     for workload, rows in table.items():
         for pair, r in rows.items():
             if workload.startswith('4 '):
@@ -267,16 +275,17 @@ def markdown(
             f'{workload}: server CPU s / 1k msg',
             lambda t, w=by_target: _num(w[t]['server_cpu_s_per_1k']['median'], 2) if t in w else 'n/a',
         )
-    for workload, by_target in summary.items():
-        if FLOOR not in by_target:
-            continue
-        row(
-            f'{workload}: server CPU / p50, × the floor\'s',
-            lambda t, w=by_target: ' / '.join(
-                _num(_ratio(w[t][metric]['median'], w[FLOOR][metric]['median']), 2)
-                for metric in ('server_cpu_s_per_1k', 'p50_ms')
-            ) if t in w else 'n/a',
-        )
+    for floor, multiples in FLOORS.items():
+        for workload, by_target in summary.items():
+            if floor not in by_target:
+                continue
+            row(
+                f'{workload}: server CPU / p50, × {multiples}',
+                lambda t, w=by_target, floor=floor: ' / '.join(
+                    _num(_ratio(w[t][metric]['median'], w[floor][metric]['median']), 2)
+                    for metric in ('server_cpu_s_per_1k', 'p50_ms')
+                ) if t in w else 'n/a',
+            )
     for workload, by_target in summary.items():
         if not workload.startswith('4 '):
             continue

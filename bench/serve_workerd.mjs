@@ -1,14 +1,18 @@
 // Serves the built Worker (build/entry.mjs, or index.js for builds before it)
 // from workerd through Miniflare's API, with no `wrangler dev` proxy in front: the benchmark's
 // "workerd" target, and the black-box tests that must see what workerd itself
-// answers (harness.WorkerdDirectProcess). Also the benchmark's "floor" target
-// (bench/floor/), with its own --script and --objects. Durable Objects are
+// answers (harness.WorkerdDirectProcess). Also the benchmark's "floor" and
+// "floor-design" targets (bench/floor/, bench/floor_design/), with their own
+// --script, --objects and --modules-root (bench/: they share bench/floor/wire.js).
+// Durable Objects are
 // SQLite-backed and persisted under --persist (as `wrangler dev --persist-to` does).
 //
 //   node bench/serve_workerd.mjs --port 8787 --persist DIR [--script build/entry.mjs]
 //                                [--vars JSON] [--compatibility-date YYYY-MM-DD]
 //                                [--objects JSON]   (binding -> class; default: the worker's)
 //                                [--inspector-port N]
+//                                [--modules-root DIR]   (default: the script's directory;
+//                                   the script's imports must stay below it)
 //
 // --inspector-port opens workerd's DevTools inspector on that port (the Chrome
 // DevTools Protocol: targets listed at /json; bench/profile.py --cpu-profile).
@@ -29,6 +33,7 @@ const { values } = parseArgs({
     'compatibility-date': { type: 'string', default: '2026-04-01' },
     objects: { type: 'string', default: JSON.stringify({ MAILBOX: 'Mailbox', DIRECTORY: 'Directory' }) },
     'inspector-port': { type: 'string' },
+    'modules-root': { type: 'string' },
   },
 });
 if (!values.port || !values.persist) {
@@ -41,7 +46,7 @@ const mf = new Miniflare({
   port: Number(values.port),
   modules: true,
   scriptPath: path.resolve(values.script),
-  modulesRoot: path.dirname(path.resolve(values.script)),
+  modulesRoot: path.resolve(values['modules-root'] ?? path.dirname(values.script)),
   // worker-build's bundle (index.js, imported by entry.mjs) is an ES module.
   modulesRules: [
     { type: 'CompiledWasm', include: ['**/*.wasm'] },

@@ -5,7 +5,7 @@ through its own process group, using the black-box test harness
 (``tests/blackbox/harness.py``): it already knows how to start ``wrangler dev``,
 workerd without the dev proxy and academy's server, and how to stop them; the
 targets it does not know (a ``wrangler dev`` on a build snapshot, academy's
-Redis backend, the floor) are small subclasses that only change the command line.
+Redis backend, the floors) are small subclasses that only change the command line.
 
 A target's CPU time is the user + system time of the live processes in its
 process groups that serve requests: every one (a Redis-backed target counts
@@ -33,8 +33,9 @@ sys.path.insert(0, str(REPO / 'tests' / 'blackbox'))
 
 import harness  # noqa: E402  (the black-box test harness, reused as is)
 
-# The floor's config: its module, object bindings and compatibility date.
+# The floors' configs: each one's module, object bindings and compatibility date.
 FLOOR_CONFIG = BENCH / 'floor' / 'wrangler.toml'
+FLOOR_DESIGN_CONFIG = BENCH / 'floor_design' / 'wrangler.toml'
 
 # Settings every target runs with: upstream's defaults, and the worker's
 # production keep-alive (the tests use 1 s to exercise it; here it is noise).
@@ -153,21 +154,26 @@ class InspectedWorkerdProcess(harness.WorkerdDirectProcess):
 
 
 class FloorProcess(harness.ExchangeProcess):
-    """The floor (``bench/floor/``) served exactly as the worker is served
-    directly: ``bench/serve_workerd.mjs``, with the module, object bindings and
-    compatibility date of the floor's own ``wrangler.toml``."""
+    """A floor (``bench/floor/`` or ``bench/floor_design/``, by its
+    ``wrangler.toml``) served exactly as the worker is served directly:
+    ``bench/serve_workerd.mjs``, with the module, object bindings and
+    compatibility date of that ``wrangler.toml``, and ``bench/`` as the modules'
+    root (both import ``bench/floor/wire.js``)."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__('floor', **kwargs)
+    def __init__(self, name: str, config: Path, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.config = config
 
     def _command(self) -> tuple[list[str], dict[str, str], Path]:
-        config = tomllib.loads(FLOOR_CONFIG.read_text())
+        config = tomllib.loads(self.config.read_text())
         objects = {b['name']: b['class_name'] for b in config['durable_objects']['bindings']}
         cmd = [
             'node',
             str(BENCH / 'serve_workerd.mjs'),
             '--script',
-            str(FLOOR_CONFIG.parent / config['main']),
+            str(self.config.parent / config['main']),
+            '--modules-root',
+            str(BENCH),
             '--port',
             str(self.port),
             '--persist',
@@ -184,7 +190,7 @@ class Target:
     """One exchange under test: its processes, URL and CPU accounting.
 
     ``ours`` marks this worker (its responses carry the cost headers).
-    ``whole_protocol`` is False for the floor, which serves only what workloads
+    ``whole_protocol`` is False for the floors, which serve only what workloads
     1-3 use: the registry (4) and idle listener (5) workloads leave it out.
     """
 
@@ -265,7 +271,14 @@ def workerd_before(log_dir: Path, build_dir: Path) -> Target:
 
 def floor(log_dir: Path, build_dir: Path) -> Target:
     """The runtime's floor for workloads 1-3 (``bench/floor/``); ``build_dir`` is unused."""
-    return Target(FLOOR, [FloorProcess(log_dir=log_dir)], ours=False, whole_protocol=False)
+    return Target(FLOOR, [FloorProcess(FLOOR, FLOOR_CONFIG, log_dir=log_dir)], ours=False, whole_protocol=False)
+
+
+def floor_design(log_dir: Path, build_dir: Path) -> Target:
+    """The floor of the worker's design for workloads 1-3 (``bench/floor_design/``);
+    ``build_dir`` is unused."""
+    process = FloorProcess(FLOOR_DESIGN, FLOOR_DESIGN_CONFIG, log_dir=log_dir)
+    return Target(FLOOR_DESIGN, [process], ours=False, whole_protocol=False)
 
 
 def wrangler_dev(log_dir: Path, build_dir: Path) -> Target:
@@ -284,6 +297,7 @@ def academy_redis(log_dir: Path, build_dir: Path) -> Target:
 
 BEFORE = 'workerd-before'
 FLOOR = 'floor'
+FLOOR_DESIGN = 'floor-design'
 
 # Name -> constructor, in the order of the first round. Each takes the log
 # directory and the build it serves (BEFORE: the earlier build; it runs only when
@@ -291,6 +305,7 @@ FLOOR = 'floor'
 ALL = {
     'workerd': workerd_direct,
     FLOOR: floor,
+    FLOOR_DESIGN: floor_design,
     BEFORE: workerd_before,
     'wrangler-dev': wrangler_dev,
     'academy-memory': academy_memory,
