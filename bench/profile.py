@@ -209,6 +209,8 @@ def main() -> int:
         finally:
             target.stop()
 
+    if profiles:
+        args.profile_dir.mkdir(parents=True, exist_ok=True)
     for kind, profile in profiles.items():
         path = args.profile_dir / f'cpu-{kind}.cpuprofile'
         path.write_text(json.dumps(profile))

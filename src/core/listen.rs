@@ -385,6 +385,7 @@ mod tests {
     use crate::protocol::message::tests::{entity, message_text};
     use crate::protocol::message::IncomingMessage;
     use crate::store::memory::MemoryMailbox;
+    use crate::store::RECYCLE_LOOKAHEAD;
     use uuid::Uuid;
 
     const WINDOW: f64 = 60.0;
@@ -741,6 +742,36 @@ mod tests {
             (stats.completed, stats.in_progress, stats.queued),
             (1, 0, 3)
         );
+    }
+
+    #[test]
+    fn a_send_looks_for_a_row_to_take_over_only_among_the_oldest() {
+        let (mut mailbox, id) = mailbox();
+        // As many requests as a push looks through, read and not answered...
+        let tags: Vec<Uuid> = (0..RECYCLE_LOOKAHEAD)
+            .map(|i| {
+                let (_, tag) = send_request(&mut mailbox, &id, 1.0 + i as f64 / 100.0);
+                mailbox.receive(&owner(), &[], 1.5).unwrap().unwrap();
+                tag
+            })
+            .collect();
+        // ...then a message confirmed by a stream long ago.
+        let old = send(&mut mailbox, &id, 2.0);
+        let mut subs = vec![stream(&mut mailbox, None)];
+        mailbox.dispatch(&mut subs, 2.0).unwrap();
+        mailbox.confirm(&mut subs[0], old, 2.0).unwrap();
+        let rows = RECYCLE_LOOKAHEAD + 1;
+        assert_eq!(mailbox.store().rows(), rows);
+        // Out of every window, but past the lookahead: not taken over.
+        send(&mut mailbox, &id, 100.0);
+        assert_eq!(mailbox.store().rows(), rows + 1);
+        // One request answered: its row goes, and the next send takes over
+        // the old message's row.
+        answer(&mut mailbox, &id, tags[0], 101.0);
+        assert_eq!(mailbox.store().rows(), rows);
+        send(&mut mailbox, &id, 102.0);
+        assert_eq!(mailbox.store().rows(), rows);
+        assert_eq!(mailbox.stats(&owner(), 102.0).unwrap().queued, 2);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use futures::future::{select, Either};
 use worker::js_sys::{self, Array, Object, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Delay, Fetch, Headers, Method, Request, RequestInit};
+use worker::{web_sys, Delay, Fetch, Headers, Method, Request, RequestInit};
 
 use super::now_s;
 use crate::auth::cache::IdentityCache;
@@ -37,10 +37,10 @@ struct SigningKeys {
 
 /// The caller's identity, from the configured method.
 pub async fn authenticate(
-    request: &Request,
+    headers: &web_sys::Headers,
     settings: &AuthSettings,
 ) -> Result<Identity, AuthError> {
-    let header = |name: &str| request.headers().get(name).ok().flatten();
+    let header = |name: &str| headers.get(name).ok().flatten();
     match &settings.method {
         AuthMethod::None => Ok(Identity::anonymous()),
         AuthMethod::Tokens(table) => identify_token(table, header("authorization").as_deref()),

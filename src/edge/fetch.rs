@@ -10,8 +10,8 @@ use uuid::Uuid;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult};
-use worker::{event, Context, Date, Env, Request, Response};
+use worker::web_sys::{self, ReadableStreamDefaultReader, ReadableStreamReadResult};
+use worker::{event, Context, Date, Env, Response, Url};
 
 use super::authenticate::authenticate;
 use super::subscription::{self, Waiter};
@@ -28,14 +28,18 @@ use crate::protocol::request::{
 use crate::protocol::request_log::{self, RequestLog};
 use crate::rpc::{self, ObjectCall};
 
+/// Takes the runtime's own request: `worker::Request` would read its method,
+/// URL, headers and `cf` properties across the wasm boundary on every request,
+/// used or not.
 #[event(fetch)]
-async fn fetch(mut request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(request: web_sys::Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     // The runtime's clock only moves across I/O: the duration is the time spent
     // waiting on objects, identity providers and the client's body, not CPU time.
     let started_ms = Date::now().as_millis();
     let costs = Costs::default();
-    let mut log = RequestLog::new(request.method().as_ref());
-    let outcome = handle(&mut request, &env, &costs, &mut log).await;
+    let method = request.method();
+    let mut log = RequestLog::new(&method);
+    let outcome = handle(&request, &method, &env, &costs, &mut log).await;
     write_log(&log, &outcome, started_ms, &costs);
     let mut response = match outcome {
         Ok(response) => response,
@@ -141,7 +145,8 @@ fn empty() -> Result<Response, ExchangeError> {
 }
 
 async fn handle(
-    request: &mut Request,
+    request: &web_sys::Request,
+    method: &str,
     env: &Env,
     costs: &Costs,
     log: &mut RequestLog,
@@ -149,21 +154,22 @@ async fn handle(
     let settings = settings(env)?;
     let (config, auth) = (&settings.config, &settings.auth);
     costs.reported.set(config.cost_headers);
-    let method = request.method().to_string();
-    let url = request.url().map_err(internal("url"))?;
-    let route = match Endpoint::resolve(&method, url.path())? {
+    let url =
+        Url::parse(&request.url()).map_err(|e| ExchangeError::internal(format!("url: {e}")))?;
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let route = match Endpoint::resolve(method, url.path())? {
         Endpoint::Operation(route) => route,
         // Documents about the exchange are for anyone: no credentials, no body.
         Endpoint::Document(document) => {
-            let accept = request.headers().get("accept").ok().flatten();
-            return document_response(about::page(document, accept.as_deref()));
+            return document_response(about::page(document, header("accept").as_deref()));
         }
     };
     log.route = Some(route);
     // Who is calling comes only from the authenticator, never from client headers.
-    let caller = authenticate(request, auth).await?;
+    let caller = authenticate(&headers, auth).await?;
 
-    let body = read_body(request, config.body_size_limit()).await?;
+    let body = read_body(request, header("content-length"), config.body_size_limit()).await?;
     let query: Vec<(String, String)> = if method == "GET" {
         url.query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -173,7 +179,6 @@ async fn handle(
     };
     let command = parse_command(route, &query, &body, config)?;
     log.mailbox = command.mailbox_uid();
-    let header = |name: &str| request.headers().get(name).ok().flatten();
     let last_event_id = last_event_id(header("last-event-id").as_deref());
     let stamps_heartbeat = stamps_heartbeat(route, header(ACADEMY_VERSION_HEADER).as_deref());
 
@@ -190,13 +195,12 @@ async fn handle(
 /// (chunked) is read chunk by chunk from the runtime's stream: a chunk that would
 /// pass the limit is refused before it is copied into the Worker's memory, and the
 /// rest of the upload is cancelled, so a body never costs more than `limit`.
-async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeError> {
-    let declared = request
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|length| length.parse::<u64>().ok());
+async fn read_body(
+    request: &web_sys::Request,
+    content_length: Option<String>,
+    limit: u64,
+) -> Result<Vec<u8>, ExchangeError> {
+    let declared = content_length.and_then(|length| length.parse::<u64>().ok());
     let mut body = BodyBuffer::new(declared, limit)?;
     let unreadable = |error: JsValue| ExchangeError::InvalidBody {
         reason: format!("the body could not be read ({error:?})"),
@@ -205,12 +209,12 @@ async fn read_body(request: &Request, limit: u64) -> Result<Vec<u8>, ExchangeErr
         // A declared length within the limit (checked above) is read in one call,
         // without making a stream object: the runtime ends such a body at its
         // declared length, so it cannot bring more than the limit.
-        let whole = JsFuture::from(request.inner().array_buffer().map_err(unreadable)?)
+        let whole = JsFuture::from(request.array_buffer().map_err(unreadable)?)
             .await
             .map_err(unreadable)?;
         return Ok(Uint8Array::new(&whole).to_vec());
     }
-    let Some(stream) = request.inner().body() else {
+    let Some(stream) = request.body() else {
         return Ok(body.into_bytes());
     };
     let reader = ReadableStreamDefaultReader::new(&stream).map_err(unreadable)?;

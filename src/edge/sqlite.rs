@@ -14,7 +14,7 @@ use worker::{SqlStorage, SqlStorageValue};
 use crate::protocol::message::MessageHeader;
 use crate::store::{
     fold_in_flight, next_seq, DirectoryEntry, DirectoryStore, FollowUp, MailboxRecord,
-    MailboxStore, QueuedMessage, Replay, StoreError, StoreResult,
+    MailboxStore, QueuedMessage, Replay, StoreError, StoreResult, RECYCLE_LOOKAHEAD,
 };
 
 thread_local! {
@@ -490,16 +490,17 @@ impl MailboxStore for SqliteMailbox {
             cache.last_seq.set(None);
             cache.forget_in_flight();
         };
-        // The candidate is the oldest row that is queued or not in flight, so
-        // the search passes only requests delivered and not answered yet (a
-        // queued row ends it, as does the first row not in flight); it is
-        // taken over if it is not in flight and out of the replay window.
+        // The candidate is the oldest row that is queued or not in flight,
+        // among the oldest RECYCLE_LOOKAHEAD (the search passes only requests
+        // delivered and not answered yet); it is taken over if it is not in
+        // flight and out of the replay window.
         let recycled = query::<Last>(
             &self.sql,
             "UPDATE messages SET seq = ?1, text = ?2, enqueued_at = ?3, delivered_at = NULL,
                  tag = ?5, header = ?6
-             WHERE seq = (SELECT seq FROM messages WHERE tag IS NULL OR delivered_at IS NULL
-                          ORDER BY seq LIMIT 1)
+             WHERE seq = (SELECT seq FROM (SELECT seq, tag, delivered_at FROM messages
+                                           ORDER BY seq LIMIT ?7)
+                          WHERE tag IS NULL OR delivered_at IS NULL ORDER BY seq LIMIT 1)
                AND tag IS NULL AND delivered_at < ?4
              RETURNING seq",
             vec![
@@ -509,6 +510,7 @@ impl MailboxStore for SqliteMailbox {
                 recycle_before.into(),
                 tag.clone().into(),
                 header.clone().into(),
+                (RECYCLE_LOOKAHEAD as i64).into(),
             ],
         )
         .inspect_err(|_| forget(&self.cache))?;

@@ -40,6 +40,11 @@ pub struct MemoryMailbox {
 }
 
 impl MemoryMailbox {
+    /// How many message rows are stored.
+    pub fn rows(&self) -> usize {
+        self.messages.len()
+    }
+
     /// The record as last written: what a crash of the object would leave.
     pub fn written_record(&self) -> Option<MailboxRecord> {
         self.written.clone()
@@ -89,6 +94,7 @@ impl MailboxStore for MemoryMailbox {
         let recyclable = self
             .messages
             .iter()
+            .take(RECYCLE_LOOKAHEAD)
             .find(|(_, stored)| stored.request.is_none() || stored.delivery == Delivery::Queued)
             .filter(|(_, stored)| {
                 stored.request.is_none()

@@ -145,6 +145,12 @@ pub fn fold_in_flight(messages: &[(u64, String)], in_flight: &[(String, String)]
     fold
 }
 
+/// How many of the oldest rows a push looks through for one to take over:
+/// requests read and not answered yet sit there, and looking past all of them
+/// would cost every push a walk through them. With more than this many at the
+/// head, pushes insert until some are answered.
+pub const RECYCLE_LOOKAHEAD: usize = 16;
+
 /// Everything one mailbox keeps.
 pub trait MailboxStore {
     /// The current record: the one last saved, or staged since.
@@ -168,10 +174,11 @@ pub trait MailboxStore {
     /// header) is in flight from now until [`Self::complete_in_flight`], and its
     /// row carries that state (written in the same row write as the message);
     /// a request whose tag is in flight already takes its place. If the oldest
-    /// stored message that is neither queued nor in flight was delivered before
-    /// `recycle_before` (out of the replay window), the new message takes over
-    /// its row: one row written, where an insert now and a delete later would
-    /// write two. A row in flight is never taken over.
+    /// stored message that is neither queued nor in flight, among the oldest
+    /// [`RECYCLE_LOOKAHEAD`], was delivered before `recycle_before` (out of the
+    /// replay window), the new message takes over its row: one row written,
+    /// where an insert now and a delete later would write two. A row in flight
+    /// is never taken over.
     fn push(
         &mut self,
         text: &str,
