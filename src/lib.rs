@@ -10,9 +10,9 @@
 //!             document and the guide from `docs/`)
 //! store/      synchronous storage traits the core runs on (+ in-memory, for tests)
 //! core/       the rules: mailbox state machine (with the follow-ups a change
-//!             owes other objects), listen sessions (which message a waiting
-//!             socket gets, confirmations, replay; the Worker's stream
-//!             deadlines), expiry (due times, lazily stored uses and reads),
+//!             owes other objects, and counts staged between record writes),
+//!             listen sessions (which message a waiting socket gets,
+//!             confirmations, replay; the Worker's stream deadlines), expiry (due times, lazily stored uses and reads),
 //!             permissions, stats, discovery; takes `now`, no I/O
 //! auth/       who is calling: settings, bearer tokens, Globus and JWT rules
 //! rpc         the calls the Worker makes on Durable Objects (one type per kind,
