@@ -480,25 +480,57 @@ CONSTRUCTED_HEADER = 'x-exchange-isolate-objects-constructed'
 
 # Builds since the staged record writes write a sender's counts at most once a
 # second, the rest by a timer after the answers: a probe waits this long after
-# its last message before it reads the isolate's rows written.
+# its last message before it reads the objects' rows written.
 RECORD_WRITES_SETTLE_S = 1.5
+
+# Builds since then also report the rows the answering object instance has
+# written so far: unlike the isolate's count, no other object's writes (another
+# mailbox's alarm, from an earlier workload) are in it.
+OBJECT_ROWS_HEADER = 'x-exchange-object-rows-written'
+
+
+async def _object_rows(
+    session: aiohttp.ClientSession, url: str, mailboxes: list[EntityId],
+) -> tuple[int, list[str]] | None:
+    """The rows written so far by these mailboxes' objects, summed, and their
+    instance ids (from ``GET /mailbox``); None when the build does not say."""
+    total, boots = 0, []
+    for mailbox in mailboxes:
+        headers = await _status(session, url, mailbox)
+        if OBJECT_ROWS_HEADER not in headers:
+            return None
+        total += int(headers[OBJECT_ROWS_HEADER])
+        boots.append(headers[BOOT_HEADER])
+    return total, boots
+
+
+def _rows_between(
+    before: tuple[int, list[str]] | None, after: tuple[int, list[str]] | None,
+) -> int | None:
+    """Rows the objects wrote between two :func:`_object_rows` readings."""
+    if before is None or after is None:
+        return None
+    if before[1] != after[1]:
+        raise RuntimeError('a mailbox object was rebuilt during the cost probe')
+    return after[0] - before[0]
 
 
 async def worker_costs(url: str, count: int) -> dict[str, Any]:
     """Durable Object calls and SQLite rows written per delivered message, from
     the worker's cost headers: ``count`` request messages sent to one mailbox
     and received with ``GET /message``, one at a time. Object calls: both
-    calls' ``x-exchange-object-calls`` summed. Rows: the difference of
-    ``x-exchange-isolate-rows-written`` between a status answer before the
-    first message and one :data:`RECORD_WRITES_SETTLE_S` after the last, so
-    writes no answer reports (a sender's counts written by a timer) count too;
-    builds without that header sum the calls' ``x-exchange-rows-written``.
-    "n/a" when the worker does not send the headers."""
+    calls' ``x-exchange-object-calls`` summed. Rows: what the sender's and the
+    destination's objects wrote (``x-exchange-object-rows-written`` of each,
+    read before the first message and :data:`RECORD_WRITES_SETTLE_S` after the
+    last), so writes no answer reports (a sender's counts written by its
+    timer) count too; builds without that header sum the calls'
+    ``x-exchange-rows-written``. "n/a" when the worker does not send the
+    headers."""
     calls = rows = 0
     ledger = Ledger('cost probe')
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT, headers=CLIENT_HEADERS) as session:
 
-        async def call(method: str, path: str, body: dict[str, Any]) -> tuple[str, Any]:
+        async def call(method: str, path: str, body: dict[str, Any]) -> str:
             nonlocal calls, rows
             async with session.request(method, url + path, json=body) as r:
                 text = await r.text()
@@ -508,32 +540,30 @@ async def worker_costs(url: str, count: int) -> dict[str, Any]:
                     raise LookupError('no cost headers')
                 calls += int(r.headers['x-exchange-object-calls'])
                 rows += int(r.headers['x-exchange-rows-written'])
-                return text, r.headers.get(ISOLATE_ROWS_HEADER)
+                return text
 
         src, dest = UserId.new(), UserId.new()
-        dest_body = {'mailbox': dest.model_dump_json()}
+        bodies = [{'mailbox': mailbox.model_dump_json()} for mailbox in (src, dest)]
         try:
-            for mailbox in (src, dest):
-                await call('POST', '/mailbox', {'mailbox': mailbox.model_dump_json()})
+            for body in bodies:
+                await call('POST', '/mailbox', body)
             await asyncio.sleep(RECORD_WRITES_SETTLE_S)
-            _, isolate_before = await call('GET', '/mailbox', dest_body)
+            before = await _object_rows(session, url, [src, dest])
             calls = rows = 0  # count only the messages
             for _ in range(count):
                 message = request(src, dest)
                 ledger.sent('src', message.tag)
                 await call('PUT', '/message', {'message': message.model_dump_json()})
-                text, _ = await call('GET', '/message', {**dest_body, 'timeout': 5})
+                text = await call('GET', '/message', {**bodies[1], 'timeout': 5})
                 ledger.arrived_tag(Message.model_validate_json(json.loads(text)['message']).tag)
-            message_calls = calls
             await asyncio.sleep(RECORD_WRITES_SETTLE_S)
-            _, isolate_after = await call('GET', '/mailbox', dest_body)
+            after = await _object_rows(session, url, [src, dest])
         except LookupError:
             return {'object_calls_per_msg': 'n/a', 'rows_written_per_msg': 'n/a', 'errors': []}
-    if isolate_before is not None and isolate_after is not None:
-        rows = int(isolate_after) - int(isolate_before)
+    objects_rows = _rows_between(before, after)
     return {
-        'object_calls_per_msg': message_calls / count,
-        'rows_written_per_msg': rows / count,
+        'object_calls_per_msg': calls / count,
+        'rows_written_per_msg': (rows if objects_rows is None else objects_rows) / count,
         'errors': ledger.close(),
     }
 
@@ -544,15 +574,17 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
     ``PUT /message`` to a mailbox whose ``GET /mailbox/listen`` stream a raw SSE
     reader holds, each read from the stream before the next is sent.
 
-    Rows written per message: the difference of ``x-exchange-isolate-rows-written``
-    between two answers of the destination's object (``GET /mailbox/stats``, the
-    second :data:`RECORD_WRITES_SETTLE_S` after the last message, once nothing is
-    left unconfirmed), divided by ``count``: it counts
-    everything written in between, the sends and the stream's confirmations, and
-    nothing else runs meanwhile. Object calls per message: the sends'
-    ``x-exchange-object-calls``, plus the messages the Worker sends the object on
-    the stream's socket, counted as one confirmation per event: an upper bound
-    (not visible from outside; confirmations are cumulative and batched). A build without the isolate header (before the
+    Rows written per message: what the sender's and the destination's objects
+    wrote between a reading before the first send and one
+    :data:`RECORD_WRITES_SETTLE_S` after the last, once nothing is left
+    unconfirmed (``x-exchange-object-rows-written``; for builds before it, the
+    isolate's ``x-exchange-isolate-rows-written`` from the destination's
+    answers, which counts every object of the isolate), divided by ``count``:
+    the sends, the stream's confirmations, the sender's counts. Object calls
+    per message: the sends' ``x-exchange-object-calls``, plus the messages the
+    Worker sends the object on the stream's socket, counted as one confirmation
+    per event: an upper bound (not visible from outside; confirmations are
+    cumulative and batched). A build without the isolate header (before the
     hibernating listen design) gets "n/a" for both, and only the sends' own
     figures."""
     ledger = Ledger('listen cost probe')
@@ -576,9 +608,10 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
             raise RuntimeError('a delivered message stayed unconfirmed for 5 s')
 
         src, dest = UserId.new(), UserId.new()
-        for mailbox in (src, dest):
-            await call('POST', '/mailbox', {'mailbox': mailbox.model_dump_json()})
-        dest_body = {'mailbox': dest.model_dump_json()}
+        bodies = [{'mailbox': mailbox.model_dump_json()} for mailbox in (src, dest)]
+        for body in bodies:
+            await call('POST', '/mailbox', body)
+        dest_body = bodies[1]
         stream = await session.get(
             url + '/mailbox/listen',
             json={**dest_body, 'timeout': 60},
@@ -587,7 +620,9 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
         try:
             if stream.status != 200:
                 raise RuntimeError(f'GET /mailbox/listen: {stream.status} {await stream.text()}')
+            await asyncio.sleep(RECORD_WRITES_SETTLE_S)
             before = await unconfirmed_cleared(dest_body)
+            objects_before = await _object_rows(session, url, [src, dest])
             for _ in range(count):
                 message = request(src, dest)
                 ledger.sent('src', message.tag)
@@ -598,6 +633,7 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
                 ledger.arrived_tag(Message.model_validate_json(data).tag)
             await asyncio.sleep(RECORD_WRITES_SETTLE_S)
             after = await unconfirmed_cleared(dest_body)
+            objects_after = await _object_rows(session, url, [src, dest])
         finally:
             stream.close()
     figures: dict[str, Any] = {
@@ -610,9 +646,10 @@ async def listen_costs(url: str, count: int) -> dict[str, Any]:
     if ISOLATE_ROWS_HEADER in after.headers:
         confirmations = len(ledger.arrived)
         figures['object_calls_per_msg'] = (sends['calls'] + confirmations) / count
-        figures['rows_written_per_msg'] = (
-            int(after.headers[ISOLATE_ROWS_HEADER]) - int(before.headers[ISOLATE_ROWS_HEADER])
-        ) / count
+        written = _rows_between(objects_before, objects_after)
+        if written is None:
+            written = int(after.headers[ISOLATE_ROWS_HEADER]) - int(before.headers[ISOLATE_ROWS_HEADER])
+        figures['rows_written_per_msg'] = written / count
     return figures
 
 

@@ -227,6 +227,11 @@ pub struct InstanceReport {
     /// answers counts what happened in between, including work no answer
     /// reports (a listen stream's confirmations).
     pub isolate_rows_written: u64,
+    /// SQLite rows this object instance has written so far (alarms set
+    /// included): between two answers of the same instance, what happened in
+    /// this object alone, including writes no answer reports (a sender's
+    /// counts written by its timer).
+    pub object_rows_written: u64,
     /// Mailbox object instances its isolate has constructed so far: between two
     /// answers, how often objects woke from hibernation or eviction.
     pub isolate_objects_constructed: u64,

@@ -40,7 +40,7 @@ use worker::{
 };
 
 use super::follow_up::Reach;
-use super::sqlite::{count_alarm_set, rows_written_so_far};
+use super::sqlite::rows_written_so_far;
 use super::sqlite::{MailboxCache, SqliteMailbox};
 use super::{answer_json, config, js_internal, now_s, read_call, unknown_call, Costs};
 use crate::core::expiry::{Expiry, FOLLOW_UP_RETRY_S};
@@ -446,7 +446,7 @@ impl Mailbox {
         let at = js_sys::Date::new(&JsValue::from_f64((needed * 1000.0).ceil()));
         match self.state.storage().set_alarm(ScheduledTime::new(at)).await {
             Ok(()) => {
-                count_alarm_set();
+                self.cache.count_alarm_set();
                 self.alarm.set(Some(Some(needed)));
             }
             Err(error) => {
@@ -524,6 +524,7 @@ impl Mailbox {
             instance: Some(InstanceReport {
                 boot_id: self.boot_id.clone(),
                 isolate_rows_written: rows_written_so_far(),
+                object_rows_written: self.cache.rows_written(),
                 isolate_objects_constructed: CONSTRUCTED.with(Cell::get),
             }),
         }

@@ -127,6 +127,10 @@ impl Costs {
                     instance.isolate_rows_written.to_string(),
                 ),
                 (
+                    "x-exchange-object-rows-written",
+                    instance.object_rows_written.to_string(),
+                ),
+                (
                     "x-exchange-isolate-objects-constructed",
                     instance.isolate_objects_constructed.to_string(),
                 ),

@@ -28,7 +28,7 @@ pub fn rows_written_so_far() -> u64 {
 }
 
 /// Setting an object's alarm is billed as one row written: counted with them.
-pub fn count_alarm_set() {
+fn count_alarm_set() {
     ROWS_WRITTEN.with(|total| total.set(total.get() + 1));
 }
 
@@ -90,6 +90,10 @@ pub struct MailboxCache {
     /// their request is in flight sit below it, and a busy mailbox keeps
     /// thousands, which every delivery would otherwise walk past.
     queued_from: Cell<Option<u64>>,
+    /// SQLite rows this object instance has written (an alarm set counts as
+    /// one, as billed), for the cost headers: unlike the isolate's count, no
+    /// other object's writes are in it.
+    rows_written: Cell<u64>,
     /// When this instance last wrote the record.
     record_written_at: Cell<Option<f64>>,
     /// `record` holds a change not written yet ([`MailboxStore::stage`]).
@@ -102,6 +106,17 @@ pub struct MailboxCache {
 }
 
 impl MailboxCache {
+    /// SQLite rows this object instance has written so far.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written.get()
+    }
+
+    /// The object set its alarm: billed as one row written.
+    pub fn count_alarm_set(&self) {
+        count_alarm_set();
+        self.rows_written.set(self.rows_written.get() + 1);
+    }
+
     /// The object's storage was deleted: nothing is stored any more.
     pub fn forget_all(&self) {
         self.tables.set(Some(false));
@@ -171,32 +186,20 @@ impl SqliteMailbox {
     /// whether it is done, so a run cut short is finished by the next.
     fn upgrade_tables(&self) -> StoreResult<()> {
         let has_column = |name: &str| -> StoreResult<bool> {
-            Ok(query::<Count>(
-                &self.sql,
-                "SELECT COUNT(*) AS n FROM pragma_table_info('messages') WHERE name = ?",
-                vec![name.into()],
-            )?
-            .first()
-            .is_some_and(|row| row.n > 0))
+            Ok(self
+                .query::<Count>(
+                    "SELECT COUNT(*) AS n FROM pragma_table_info('messages') WHERE name = ?",
+                    vec![name.into()],
+                )?
+                .first()
+                .is_some_and(|row| row.n > 0))
         };
         if !has_column("delivered_at")? {
-            execute(
-                &self.sql,
-                "ALTER TABLE messages ADD COLUMN delivered_at REAL",
-                vec![],
-            )?;
+            self.execute("ALTER TABLE messages ADD COLUMN delivered_at REAL", vec![])?;
         }
         if !has_column("tag")? {
-            execute(
-                &self.sql,
-                "ALTER TABLE messages ADD COLUMN tag TEXT",
-                vec![],
-            )?;
-            execute(
-                &self.sql,
-                "ALTER TABLE messages ADD COLUMN header TEXT",
-                vec![],
-            )?;
+            self.execute("ALTER TABLE messages ADD COLUMN tag TEXT", vec![])?;
+            self.execute("ALTER TABLE messages ADD COLUMN header TEXT", vec![])?;
         }
         let has_in_flight_table = count(
             &self.sql,
@@ -206,9 +209,7 @@ impl SqliteMailbox {
             self.fold_in_flight_table()?;
         }
         // Added with expiry; writes nothing when it exists.
-        execute(
-            &self.sql,
-            "CREATE TABLE IF NOT EXISTS follow_ups (id INTEGER PRIMARY KEY, follow_up TEXT NOT NULL)",
+        self.execute("CREATE TABLE IF NOT EXISTS follow_ups (id INTEGER PRIMARY KEY, follow_up TEXT NOT NULL)",
             vec![],
         )
     }
@@ -233,45 +234,61 @@ impl SqliteMailbox {
             tag: String,
         }
         // A run cut short carried some already.
-        let carried: Vec<String> = query::<CarriedTag>(
-            &self.sql,
-            "SELECT tag FROM messages WHERE tag IS NOT NULL",
-            vec![],
-        )?
-        .into_iter()
-        .map(|row| row.tag)
-        .collect();
-        let old: Vec<(String, String)> =
-            query::<OldInFlight>(&self.sql, "SELECT tag, header FROM in_flight", vec![])?
-                .into_iter()
-                .filter(|row| !carried.contains(&row.tag))
-                .map(|row| (row.tag, row.header))
-                .collect();
-        let messages: Vec<(u64, String)> = query::<MessageRow>(
-            &self.sql,
-            "SELECT seq, text FROM messages WHERE tag IS NULL ORDER BY seq",
-            vec![],
-        )?
-        .into_iter()
-        .map(|row| (row.seq, row.text))
-        .collect();
+        let carried: Vec<String> = self
+            .query::<CarriedTag>("SELECT tag FROM messages WHERE tag IS NOT NULL", vec![])?
+            .into_iter()
+            .map(|row| row.tag)
+            .collect();
+        let old: Vec<(String, String)> = self
+            .query::<OldInFlight>("SELECT tag, header FROM in_flight", vec![])?
+            .into_iter()
+            .filter(|row| !carried.contains(&row.tag))
+            .map(|row| (row.tag, row.header))
+            .collect();
+        let messages: Vec<(u64, String)> = self
+            .query::<MessageRow>(
+                "SELECT seq, text FROM messages WHERE tag IS NULL ORDER BY seq",
+                vec![],
+            )?
+            .into_iter()
+            .map(|row| (row.seq, row.text))
+            .collect();
         let fold = fold_in_flight(&messages, &old);
         for (seq, tag, header) in fold.carried {
-            execute(
-                &self.sql,
+            self.execute(
                 "UPDATE messages SET tag = ?, header = ? WHERE seq = ?",
                 vec![tag.into(), header.into(), (seq as i64).into()],
             )?;
         }
         for (tag, header) in fold.placeholders {
-            execute(
-                &self.sql,
+            self.execute(
                 "INSERT INTO messages (text, enqueued_at, delivered_at, tag, header)
                  VALUES ('', 0, ?, ?, ?)",
                 vec![TAKEN.into(), tag.into(), header.into()],
             )?;
         }
-        execute(&self.sql, "DROP TABLE in_flight", vec![])
+        self.execute("DROP TABLE in_flight", vec![])
+    }
+
+    /// [`query`] on this mailbox's tables, counting the rows it writes as this
+    /// object's too (the call is synchronous: no other object's write is in it).
+    fn query<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        bindings: Vec<SqlStorageValue>,
+    ) -> StoreResult<Vec<T>> {
+        let before = rows_written_so_far();
+        let rows = query(&self.sql, sql, bindings);
+        let written = rows_written_so_far() - before;
+        self.cache
+            .rows_written
+            .set(self.cache.rows_written.get() + written);
+        rows
+    }
+
+    fn execute(&self, sql: &str, bindings: Vec<SqlStorageValue>) -> StoreResult<()> {
+        self.query::<serde::de::IgnoredAny>(sql, bindings)
+            .map(|_| ())
     }
 
     /// Where the queries for queued rows start ([`MailboxCache::queued_from`]).
@@ -291,8 +308,7 @@ impl SqliteMailbox {
             tag: String,
         }
         let rows = if self.tables_exist()? {
-            query::<InFlightRow>(
-                &self.sql,
+            self.query::<InFlightRow>(
                 "SELECT seq, tag FROM messages WHERE tag IS NOT NULL",
                 vec![],
             )?
@@ -330,7 +346,7 @@ impl SqliteMailbox {
 
     fn create_tables(&self) -> StoreResult<()> {
         if !self.tables_exist()? {
-            execute(&self.sql, Self::SCHEMA, vec![])?;
+            self.execute(Self::SCHEMA, vec![])?;
             self.cache.tables.set(Some(true));
         }
         Ok(())
@@ -344,7 +360,8 @@ impl SqliteMailbox {
         bindings: Vec<SqlStorageValue>,
         forget: impl FnOnce(&MailboxCache),
     ) -> StoreResult<()> {
-        execute(&self.sql, sql, bindings).inspect_err(|_| forget(&self.cache))
+        self.execute(sql, bindings)
+            .inspect_err(|_| forget(&self.cache))
     }
 }
 
@@ -377,7 +394,7 @@ impl MailboxStore for SqliteMailbox {
         }
         let record = if self.tables_exist()? {
             let rows =
-                query::<RecordRow>(&self.sql, "SELECT record FROM mailbox WHERE id = 1", vec![])?;
+                self.query::<RecordRow>("SELECT record FROM mailbox WHERE id = 1", vec![])?;
             rows.first().map(|row| from_json(&row.record)).transpose()?
         } else {
             None
@@ -421,14 +438,10 @@ impl MailboxStore for SqliteMailbox {
             return Ok(shares.clone());
         }
         let shares: Vec<String> = if self.tables_exist()? {
-            query::<GroupRow>(
-                &self.sql,
-                "SELECT group_id FROM shares ORDER BY group_id",
-                vec![],
-            )?
-            .into_iter()
-            .map(|row| row.group_id)
-            .collect()
+            self.query::<GroupRow>("SELECT group_id FROM shares ORDER BY group_id", vec![])?
+                .into_iter()
+                .map(|row| row.group_id)
+                .collect()
         } else {
             Vec::new()
         };
@@ -478,7 +491,8 @@ impl MailboxStore for SqliteMailbox {
         }
         let last = match self.cache.last_seq.get() {
             Some(last) => last,
-            None => query::<Last>(&self.sql, "SELECT MAX(seq) AS seq FROM messages", vec![])?
+            None => self
+                .query::<Last>("SELECT MAX(seq) AS seq FROM messages", vec![])?
                 .first()
                 .and_then(|row| row.seq)
                 .unwrap_or(0),
@@ -494,26 +508,26 @@ impl MailboxStore for SqliteMailbox {
         // among the oldest RECYCLE_LOOKAHEAD (the search passes only requests
         // delivered and not answered yet); it is taken over if it is not in
         // flight and out of the replay window.
-        let recycled = query::<Last>(
-            &self.sql,
-            "UPDATE messages SET seq = ?1, text = ?2, enqueued_at = ?3, delivered_at = NULL,
+        let recycled = self
+            .query::<Last>(
+                "UPDATE messages SET seq = ?1, text = ?2, enqueued_at = ?3, delivered_at = NULL,
                  tag = ?5, header = ?6
              WHERE seq = (SELECT seq FROM (SELECT seq, tag, delivered_at FROM messages
                                            ORDER BY seq LIMIT ?7)
                           WHERE tag IS NULL OR delivered_at IS NULL ORDER BY seq LIMIT 1)
                AND tag IS NULL AND delivered_at < ?4
              RETURNING seq",
-            vec![
-                (seq as i64).into(),
-                text.into(),
-                now.into(),
-                recycle_before.into(),
-                tag.clone().into(),
-                header.clone().into(),
-                (RECYCLE_LOOKAHEAD as i64).into(),
-            ],
-        )
-        .inspect_err(|_| forget(&self.cache))?;
+                vec![
+                    (seq as i64).into(),
+                    text.into(),
+                    now.into(),
+                    recycle_before.into(),
+                    tag.clone().into(),
+                    header.clone().into(),
+                    (RECYCLE_LOOKAHEAD as i64).into(),
+                ],
+            )
+            .inspect_err(|_| forget(&self.cache))?;
         if recycled.is_empty() {
             self.write(
                 "INSERT INTO messages (seq, text, enqueued_at, tag, header) VALUES (?, ?, ?, ?, ?)",
@@ -540,8 +554,7 @@ impl MailboxStore for SqliteMailbox {
         let from = self.queued_from();
         let rows = match replay {
             None => {
-                let rows = query::<MessageRow>(
-                    &self.sql,
+                let rows = self.query::<MessageRow>(
                     "SELECT seq, text FROM messages WHERE seq >= ? AND delivered_at IS NULL
                      ORDER BY seq LIMIT ?",
                     vec![(from as i64).into(), (limit as i64).into()],
@@ -558,8 +571,7 @@ impl MailboxStore for SqliteMailbox {
                 rows
             }
             // A taken row's `delivered_at` is before every window.
-            Some(replay) => query::<MessageRow>(
-                &self.sql,
+            Some(replay) => self.query::<MessageRow>(
                 "SELECT seq, text FROM messages
                  WHERE (seq >= ? AND delivered_at IS NULL) OR (seq > ? AND delivered_at >= ?)
                  ORDER BY seq LIMIT ?",
@@ -581,22 +593,19 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn mark_delivered(&mut self, seq: u64, now: f64) -> StoreResult<()> {
-        execute(
-            &self.sql,
+        self.execute(
             "UPDATE messages SET delivered_at = ? WHERE seq = ? AND delivered_at IS NOT ?",
             vec![now.into(), (seq as i64).into(), TAKEN.into()],
         )
     }
 
     fn take(&mut self, seq: u64) -> StoreResult<()> {
-        let deleted = query::<DeletedRow>(
-            &self.sql,
+        let deleted = self.query::<DeletedRow>(
             "DELETE FROM messages WHERE seq = ? AND tag IS NULL RETURNING seq, header",
             vec![(seq as i64).into()],
         )?;
         if deleted.is_empty() {
-            execute(
-                &self.sql,
+            self.execute(
                 "UPDATE messages SET delivered_at = ? WHERE seq = ?",
                 vec![TAKEN.into(), (seq as i64).into()],
             )?;
@@ -605,13 +614,13 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn queued(&self) -> StoreResult<u64> {
-        Ok(query::<Count>(
-            &self.sql,
-            "SELECT COUNT(*) AS n FROM messages WHERE seq >= ? AND delivered_at IS NULL",
-            vec![(self.queued_from() as i64).into()],
-        )?
-        .first()
-        .map_or(0, |row| row.n))
+        Ok(self
+            .query::<Count>(
+                "SELECT COUNT(*) AS n FROM messages WHERE seq >= ? AND delivered_at IS NULL",
+                vec![(self.queued_from() as i64).into()],
+            )?
+            .first()
+            .map_or(0, |row| row.n))
     }
 
     fn oldest_unread_at(&self) -> StoreResult<Option<f64>> {
@@ -619,9 +628,7 @@ impl MailboxStore for SqliteMailbox {
         struct Oldest {
             at: Option<f64>,
         }
-        Ok(query::<Oldest>(
-            &self.sql,
-            "SELECT MIN(enqueued_at) AS at FROM messages WHERE seq >= ? AND delivered_at IS NULL",
+        Ok(self.query::<Oldest>("SELECT MIN(enqueued_at) AS at FROM messages WHERE seq >= ? AND delivered_at IS NULL",
             vec![(self.queued_from() as i64).into()],
         )?
         .first()
@@ -629,15 +636,12 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn drop_queue(&mut self) -> StoreResult<Vec<MessageHeader>> {
-        let dropped = query::<DeletedRow>(
-            &self.sql,
-            "DELETE FROM messages WHERE delivered_at IS NULL OR tag IS NULL RETURNING seq, header",
+        let dropped = self.query::<DeletedRow>("DELETE FROM messages WHERE delivered_at IS NULL OR tag IS NULL RETURNING seq, header",
             vec![],
         )
         .inspect_err(|_| self.cache.forget_in_flight())?;
         // What stays is in flight and read: no longer replayable.
-        execute(
-            &self.sql,
+        self.execute(
             "UPDATE messages SET delivered_at = ?1 WHERE delivered_at IS NOT ?1",
             vec![TAKEN.into()],
         )
@@ -652,12 +656,9 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn clear(&mut self) -> StoreResult<Vec<MessageHeader>> {
-        let deleted = query::<DeletedRow>(
-            &self.sql,
-            "DELETE FROM messages RETURNING seq, header",
-            vec![],
-        )
-        .inspect_err(|_| self.cache.forget_in_flight())?;
+        let deleted = self
+            .query::<DeletedRow>("DELETE FROM messages RETURNING seq, header", vec![])
+            .inspect_err(|_| self.cache.forget_in_flight())?;
         *self.cache.in_flight.borrow_mut() = Some(HashMap::new());
         self.requests_in(deleted)
     }
@@ -670,13 +671,13 @@ impl MailboxStore for SqliteMailbox {
         let forget = |cache: &MailboxCache| cache.forget_in_flight();
         let mut taken_deleted = bindings();
         taken_deleted.push(TAKEN.into());
-        let deleted = query::<DeletedRow>(
-            &self.sql,
-            "DELETE FROM messages WHERE seq = ? AND tag = ? AND delivered_at = ?
+        let deleted = self
+            .query::<DeletedRow>(
+                "DELETE FROM messages WHERE seq = ? AND tag = ? AND delivered_at = ?
              RETURNING seq, header",
-            taken_deleted,
-        )
-        .inspect_err(|_| forget(&self.cache))?;
+                taken_deleted,
+            )
+            .inspect_err(|_| forget(&self.cache))?;
         if deleted.is_empty() {
             self.write(
                 "UPDATE messages SET tag = NULL, header = NULL WHERE seq = ? AND tag = ?",
@@ -696,8 +697,7 @@ impl MailboxStore for SqliteMailbox {
 
     fn add_follow_up(&mut self, follow_up: &FollowUp) -> StoreResult<()> {
         self.create_tables()?;
-        execute(
-            &self.sql,
+        self.execute(
             "INSERT INTO follow_ups (follow_up) VALUES (?)",
             vec![to_json(follow_up)?.into()],
         )
@@ -712,19 +712,14 @@ impl MailboxStore for SqliteMailbox {
         if !self.tables_exist()? {
             return Ok(Vec::new());
         }
-        query::<FollowUpRow>(
-            &self.sql,
-            "SELECT id, follow_up FROM follow_ups ORDER BY id",
-            vec![],
-        )?
-        .into_iter()
-        .map(|row| Ok((row.id, from_json(&row.follow_up)?)))
-        .collect()
+        self.query::<FollowUpRow>("SELECT id, follow_up FROM follow_ups ORDER BY id", vec![])?
+            .into_iter()
+            .map(|row| Ok((row.id, from_json(&row.follow_up)?)))
+            .collect()
     }
 
     fn remove_follow_up(&mut self, id: u64) -> StoreResult<()> {
-        execute(
-            &self.sql,
+        self.execute(
             "DELETE FROM follow_ups WHERE id = ?",
             vec![(id as i64).into()],
         )
