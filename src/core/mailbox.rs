@@ -34,6 +34,16 @@ type Result<T> = std::result::Result<T, ExchangeError>;
 /// from hibernating for long.
 pub const RECORD_WRITE_INTERVAL_S: f64 = 1.0;
 
+/// When a mailbox's object must call [`Mailbox::write_staged`]: a change to
+/// the record is staged, due [`RECORD_WRITE_INTERVAL_S`] after its last write.
+pub fn staged_write_due(store: &impl MailboxStore) -> Option<f64> {
+    store.record_staged().then(|| {
+        store
+            .record_written_at()
+            .map_or(0.0, |written| written + RECORD_WRITE_INTERVAL_S)
+    })
+}
+
 /// A mailbox's lifecycle state, as `GET /mailbox` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -127,8 +137,7 @@ impl<S: MailboxStore> Mailbox<S> {
         self.alarm_by.get()
     }
 
-    /// Writes the record if a change to it is staged: the object calls this
-    /// [`RECORD_WRITE_INTERVAL_S`] after the record's last write.
+    /// Writes the record if a change to it is staged ([`staged_write_due`]).
     pub fn write_staged(&mut self, now: f64) -> Result<()> {
         if self.store.record_staged() {
             if let Some(record) = self.store.load()? {
@@ -511,24 +520,31 @@ impl<S: MailboxStore> Mailbox<S> {
     /// Saves a record that changed anyway, stamping the use at no extra cost,
     /// and asks for the alarm of its removal.
     fn save_with_use(&mut self, record: &mut MailboxRecord, now: f64) -> Result<()> {
-        record.used_at = Some(now);
-        self.ring_by(self.expiry.removal_due(record));
+        self.stamp_use(record, now);
         Ok(self.store.save(record, now)?)
     }
 
     /// Saves a change that only counts or stamps: now if the record was not
     /// written in the last [`RECORD_WRITE_INTERVAL_S`], else staged, to be
-    /// written then ([`Self::write_staged`]).
+    /// written then ([`Self::write_staged`]), with its use stamped alike.
     fn save_soon(&mut self, record: &mut MailboxRecord, now: f64) -> Result<()> {
-        match self.store.record_written_at() {
-            Some(written) if now < written + RECORD_WRITE_INTERVAL_S => {
-                record.used_at = Some(now);
-                self.store.stage(record);
-                self.ring_by(self.expiry.removal_due(record));
-                Ok(())
-            }
-            _ => self.save_with_use(record, now),
+        let written_lately = self
+            .store
+            .record_written_at()
+            .is_some_and(|written| now < written + RECORD_WRITE_INTERVAL_S);
+        if !written_lately {
+            return self.save_with_use(record, now);
         }
+        self.stamp_use(record, now);
+        self.store.stage(record);
+        Ok(())
+    }
+
+    /// Stamps a use on a record about to be saved or staged (at no extra cost),
+    /// and asks for the alarm of its removal.
+    fn stamp_use(&self, record: &mut MailboxRecord, now: f64) {
+        record.used_at = Some(now);
+        self.ring_by(self.expiry.removal_due(record));
     }
 
     /// Notes a use of the mailbox: saves the record only if its stored use is

@@ -101,12 +101,22 @@ fn error_response(error: &ExchangeError) -> worker::Result<Response> {
 
 struct Objects<'a> {
     mailboxes: PlacedNamespace,
-    directories: PlacedNamespace,
+    env: &'a Env,
     costs: &'a Costs,
     config: &'a Config,
 }
 
 impl Objects<'_> {
+    /// The class directories, opened only by the one route that calls them.
+    async fn directory<C: ObjectCall>(
+        &self,
+        class: &str,
+        call: &C,
+    ) -> Result<C::Reply, ExchangeError> {
+        let directories = PlacedNamespace::open(self.env, "DIRECTORY", self.config.data_location)?;
+        call_object(self.costs, &directories, class, call).await
+    }
+
     async fn mailbox<C: ObjectCall>(&self, uid: Uuid, call: &C) -> Result<C::Reply, ExchangeError> {
         call_object(self.costs, &self.mailboxes, &uid.to_string(), call).await
     }
@@ -184,7 +194,7 @@ async fn handle(
 
     let objects = Objects {
         mailboxes: PlacedNamespace::open(env, "MAILBOX", config.data_location)?,
-        directories: PlacedNamespace::open(env, "DIRECTORY", config.data_location)?,
+        env,
         costs,
         config,
     };
@@ -337,7 +347,7 @@ async fn dispatch(
                 caller,
                 allow_subclasses,
             };
-            let uids = call_object(objects.costs, &objects.directories, &agent, &call).await?;
+            let uids = objects.directory(&agent, &call).await?;
             let joined: Vec<String> = uids.iter().map(Uuid::to_string).collect();
             json_response(json!({ "agent_ids": joined.join(",") }))
         }

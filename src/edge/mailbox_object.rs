@@ -22,7 +22,7 @@
 //!
 //! Counts and stamps that change on a message's path (outgoing and completed
 //! requests, heartbeats) are written at most once a second
-//! ([`RECORD_WRITE_INTERVAL_S`]): a change staged in between is written by a
+//! ([`crate::core::mailbox::RECORD_WRITE_INTERVAL_S`]): a change staged in between is written by a
 //! timer when due, which keeps the object awake until then.
 
 use std::cell::{Cell, RefCell, RefMut};
@@ -45,7 +45,7 @@ use super::sqlite::{MailboxCache, SqliteMailbox};
 use super::{answer_json, config, js_internal, now_s, read_call, unknown_call, Costs};
 use crate::core::expiry::{Expiry, FOLLOW_UP_RETRY_S};
 use crate::core::listen::{Push, Subscriber, SubscriberKind};
-use crate::core::mailbox::{AlarmWork, Mailbox as MailboxRules, RECORD_WRITE_INTERVAL_S};
+use crate::core::mailbox::{staged_write_due, AlarmWork, Mailbox as MailboxRules};
 use crate::protocol::config::Config;
 use crate::protocol::error::ExchangeError;
 use crate::protocol::message::IncomingMessage;
@@ -53,7 +53,6 @@ use crate::rpc::{
     self, parse_confirmation, Answer, CallCosts, InstanceReport, MailboxCall, ObjectCall, Pushed,
     Subscribe, Wait, PING, PONG,
 };
-use crate::store::MailboxStore;
 
 thread_local! {
     /// Mailbox object instances constructed by this isolate (a global: it counts
@@ -457,21 +456,20 @@ impl Mailbox {
         }
     }
 
-    /// If a change to the record is staged, writes it [`RECORD_WRITE_INTERVAL_S`]
-    /// after the record's last write, by a timer (one at a time). Not by the
+    /// If a change to the record is staged, writes it when due
+    /// ([`staged_write_due`]), by a timer (one at a time). Not by the
     /// alarm: setting it is billed as a row written, and setting it back for
     /// expiry another, which would cost more rows than staging saves.
     fn write_staged_when_due(&self) {
-        if !self.store.record_staged() || self.staged_write_pending.replace(true) {
+        let Some(due) = staged_write_due(&self.store) else {
+            return;
+        };
+        if self.staged_write_pending.replace(true) {
             return;
         }
-        let due = self
-            .store
-            .record_written_at()
-            .map_or(0.0, |at| at + RECORD_WRITE_INTERVAL_S);
+        let mut rules = self.rules();
         let wait = Duration::from_secs_f64((due - now_s()).max(0.0));
         let pending = self.staged_write_pending.clone();
-        let mut rules = self.rules();
         spawn_local(async move {
             Delay::from(wait).await;
             pending.set(false);

@@ -27,11 +27,6 @@ pub fn rows_written_so_far() -> u64 {
     ROWS_WRITTEN.with(Cell::get)
 }
 
-/// Setting an object's alarm is billed as one row written: counted with them.
-fn count_alarm_set() {
-    ROWS_WRITTEN.with(|total| total.set(total.get() + 1));
-}
-
 /// Runs `sql` and reads every row it returns (consuming the cursor runs it fully).
 fn query<T: DeserializeOwned>(
     db: &SqlStorage,
@@ -111,9 +106,10 @@ impl MailboxCache {
         self.rows_written.get()
     }
 
-    /// The object set its alarm: billed as one row written.
+    /// The object set its alarm: billed as one row written, counted as one
+    /// for it and its isolate.
     pub fn count_alarm_set(&self) {
-        count_alarm_set();
+        ROWS_WRITTEN.with(|total| total.set(total.get() + 1));
         self.rows_written.set(self.rows_written.get() + 1);
     }
 
@@ -600,17 +596,19 @@ impl MailboxStore for SqliteMailbox {
     }
 
     fn take(&mut self, seq: u64) -> StoreResult<()> {
-        let deleted = self.query::<DeletedRow>(
-            "DELETE FROM messages WHERE seq = ? AND tag IS NULL RETURNING seq, header",
-            vec![(seq as i64).into()],
-        )?;
-        if deleted.is_empty() {
+        // The cached requests in flight say which statement it takes: one.
+        let in_flight = self.with_in_flight(|known| known.values().any(|&held| held == seq))?;
+        if in_flight {
             self.execute(
                 "UPDATE messages SET delivered_at = ? WHERE seq = ?",
                 vec![TAKEN.into(), (seq as i64).into()],
-            )?;
+            )
+        } else {
+            self.execute(
+                "DELETE FROM messages WHERE seq = ?",
+                vec![(seq as i64).into()],
+            )
         }
-        Ok(())
     }
 
     fn queued(&self) -> StoreResult<u64> {
